@@ -1,0 +1,85 @@
+# tooltune: `make train` runs the whole chain; `make help` lists every target.
+#   make train RECIPE=llama31-8b-tools ARGS="lora.r=32 data.train=my.jsonl" RUN=my-run
+# Each stage is a real file target (its sidecar, written last) that depends on the resolved recipe
+# (runs/$(RUN)/recipe.yaml: recipe + overrides + data hashes, rewritten only when it changes), the
+# stage's source and the previous stage: a second `make train` with nothing changed redoes nothing.
+
+RECIPE ?= smollm2-135m-tools
+RUN ?= $(RECIPE)
+ARGS ?=
+PY := .venv/bin/python
+R := runs/$(RUN)
+VENV := .venv/.installed
+STAGE = $(PY) -m pipeline.$(1) --recipe $(RECIPE) --run $(RUN) $(ARGS)
+COMMON := pipeline/common.py pipeline/recipe.py recipes/$(RECIPE).yaml
+export PYTHONDONTWRITEBYTECODE=1
+export TOKENIZERS_PARALLELISM=false
+
+.PHONY: help train test validate count load sft export eval plan bench gpu-check import venv clean distclean preflight status FORCE
+.DEFAULT_GOAL := help
+
+help: ## this list
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "  variables: RECIPE=$(RECIPE) RUN=$(RUN) ARGS=\"key=value ...\"  (recipes: $$(ls recipes | sed 's/.yaml//' | tr '\n' ' '))"
+
+$(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/install.sh
+	@bash scripts/install.sh
+	@touch $@
+
+venv: $(VENV) ## create .venv and install everything (CPU torch, or CUDA + GPU extras where nvidia-smi finds a GPU)
+
+$(R)/recipe.yaml: FORCE | $(VENV)
+	@$(PY) -m pipeline.recipe --recipe $(RECIPE) --run $(RUN) --write $(ARGS)
+
+preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): every missing thing at once
+	@$(PY) -m pipeline.preflight --recipe $(RECIPE) $(ARGS)
+
+$(R)/validate/stage.json: $(R)/recipe.yaml $(COMMON) pipeline/validate.py pipeline/signatures.py
+	$(call STAGE,validate)
+$(R)/tokens/stage.json: $(R)/validate/stage.json $(COMMON) pipeline/count.py pipeline/chat.py pipeline/models.py pipeline/templates/hermes.jinja
+	$(call STAGE,count)
+$(R)/model/stage.json: $(R)/recipe.yaml $(COMMON) pipeline/load.py pipeline/backends.py
+	$(call STAGE,load)
+$(R)/train/stage.json: $(R)/tokens/stage.json $(R)/model/stage.json $(COMMON) pipeline/train.py pipeline/packing.py
+	$(call STAGE,train)
+$(R)/merged/stage.json: $(R)/train/stage.json $(COMMON) pipeline/export.py
+	$(call STAGE,export)
+$(R)/eval/stage.json: $(R)/merged/stage.json $(COMMON) pipeline/evaluate.py
+	$(call STAGE,evaluate)
+
+validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval
+count: $(R)/tokens/stage.json ## stage 2: exact token budget with the real tokenizer and template
+load: $(R)/model/stage.json ## stage 3: resolve backend/model/dtype/4-bit, print the VRAM plan, load once
+sft: $(R)/train/stage.json ## stage 4: LoRA SFT on assistant turns (resumes after an interruption)
+export: $(R)/merged/stage.json ## stage 5: merged 16-bit model + adapter, checked against the adapter
+eval: $(R)/eval/stage.json ## stage 6: base vs tuned tool-calling accuracy on the held-out split
+
+train: ## the whole chain: validate, count, load, sft, export, eval
+	@$(MAKE) --no-print-directory preflight
+	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/eval/stage.json && $(PY) -m pipeline.status --run $(RUN) --since $$since
+
+status: $(VENV) ## one line per stage of runs/$(RUN)
+	@$(PY) -m pipeline.status --run $(RUN)
+
+plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
+	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN) $(ARGS)
+
+test: $(VENV) ## the test suite (CPU; GPU tests are skipped without a GPU)
+	$(PY) -m pytest -q
+
+bench: $(VENV) ## speed and memory as ratios against baselines measured in the same run
+	@if [ -f pipeline/bench.py ]; then $(PY) -m pipeline.bench $(ARGS); else echo "no benchmarks yet"; fi
+
+gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); skips without a GPU
+	@if [ -f scripts/gpu_check.py ]; then $(PY) scripts/gpu_check.py; else echo "no GPU check yet"; fi
+
+import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl IN=file OUT=file.jsonl to the canonical format
+	$(PY) -m pipeline.formats $(FORMAT) $(IN) $(OUT)
+
+clean: ## delete runs/$(RUN)
+	rm -rf $(R)
+
+distclean: ## delete runs/, .venv and the converted-model cache
+	rm -rf runs .venv .cache
+
+FORCE:

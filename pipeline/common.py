@@ -1,0 +1,188 @@
+"""What every stage shares: the console, atomic writes, sidecars, and the thin entry point."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from pipeline import recipe as recipe_mod
+from pipeline.recipe import ROOT, Recipe, RecipeError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY")
+
+
+class StageError(RuntimeError):
+    """A problem the user can fix: printed as one clear message, no traceback."""
+
+
+# --- atomic files -------------------------------------------------------------------------
+
+def _check_space(path: Path, need: int) -> None:
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise StageError(f"not enough disk space in {path}: {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free.")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_space(path.parent, len(data) + (1 << 20))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except PermissionError:
+        raise StageError(f"cannot write {path}: permission denied. Choose another RUN= or fix the folder's permissions.") from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StageError(f"disk full while writing {path} ({len(data) / 1e6:.1f} MB). Free space and run again.") from None
+        raise
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows) -> Path:
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path):
+    """Build a directory under a temporary name; it appears under `path` only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.parent / f".{path.name}.old"
+    if path.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --- sidecars -----------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    return recipe_mod.sha256_file(Path(path))
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "machine": platform.machine()}
+    for mod in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "bitsandbytes"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def fingerprint(recipe: Recipe, stage: str, inputs: list[Path]) -> str:
+    """Hash of everything a stage's output depends on: its source, the resolved recipe, its inputs."""
+    h = hashlib.sha256()
+    h.update(json.dumps(recipe.to_dict(), sort_keys=True).encode())
+    for src in (ROOT / "pipeline" / f"{stage}.py",):
+        if src.exists():
+            h.update(src.read_bytes())
+    for p in inputs:
+        h.update(str(p).encode())
+        h.update(sha256_file(p).encode() if Path(p).is_file() else b"missing")
+    return h.hexdigest()
+
+
+def up_to_date(stage_dir: Path, fp: str) -> bool:
+    side = stage_dir / "stage.json"
+    try:
+        return json.loads(side.read_text()).get("fingerprint") == fp
+    except (OSError, ValueError):
+        return False
+
+
+def write_sidecar(stage_dir: Path, stage: str, recipe: Recipe, inputs: list[Path], fp: str, started: float,
+                  figures: dict | None = None) -> Path:
+    """stage.json: written last, so its presence means the stage's outputs are complete."""
+    doc = {
+        "stage": stage,
+        "fingerprint": fp,
+        "inputs": {str(rel(p)): sha256_file(p) for p in inputs if Path(p).is_file()},
+        "recipe": recipe.to_dict(),
+        "versions": versions(),
+        "wall_time_s": round(time.time() - started, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "figures": figures or {},
+    }
+    return write_json_atomic(stage_dir / "stage.json", doc)
+
+
+def rel(p: Path) -> Path:
+    p = Path(p).resolve()
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+
+
+def scrub(text: str) -> str:
+    """Remove secret values (hub tokens, API keys) from anything written to disk or printed."""
+    for var in SECRET_ENV:
+        value = os.environ.get(var)
+        if value and len(value) >= 6:
+            text = text.replace(value, "***")
+    return text
+
+
+# --- entry point --------------------------------------------------------------------------
+
+def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
+    """`python -m pipeline.<stage> --recipe R [--run RUN] [key=value ...]`: parse, run, report."""
+    ap = argparse.ArgumentParser(prog=f"python -m pipeline.{stage}", description=sys.modules[run.__module__].__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="smollm2-135m-tools", help="a recipe name in recipes/ (without .yaml)")
+    ap.add_argument("--run", default=None, help="run folder under runs/ (default: the recipe name)")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lora.r=32 data.train=my.jsonl")
+    a = ap.parse_args(argv)
+    try:
+        recipe = recipe_mod.load(a.recipe, a.overrides)
+        run_dir = recipe_mod.run_dir_for(a.run or a.recipe)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out = run(recipe, run_dir)
+    except RecipeError as e:
+        recipe_mod.fail(str(e))
+    except StageError as e:
+        recipe_mod.fail(f"[{stage}] {scrub(str(e))}")
+    except KeyboardInterrupt:
+        recipe_mod.fail(f"[{stage}] interrupted; run the same command again to resume.", code=130)
+    console.print(f"[green]{stage}[/] -> {rel(out)}")

@@ -1,0 +1,266 @@
+"""Stage 2, count: tokenize exactly what training will see, and say what the run will cost.
+
+    python -m pipeline.count --recipe smollm2-135m-tools
+    make count RECIPE=llama31-8b-tools ARGS="tokenizer=../shared/fixtures/tokenizers/llama3_1_instruct"
+
+Every validated conversation is rendered with the run's chat template and tools and tokenized with
+the model's real tokenizer; the loss mask (assistant turns + their end-of-turn token) is derived
+from the template and audited. Writes runs/<RUN>/tokens/:
+  train.tokens.jsonl   ids + loss mask per conversation (the train stage reuses it: no second tokenization)
+  report.json, report.md   totals, percentiles, histogram, trained vs context tokens, tool-schema share,
+                       over-length examples, steps and time estimate, and the len/4 "estimation trap" table
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from rich.progress import Progress
+from rich.table import Table
+
+from pipeline import chat as chat_mod
+from pipeline.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+                             write_jsonl_atomic, write_sidecar, write_text_atomic)
+from pipeline.hardware import tokens_per_second
+from pipeline.models import load_tokenizer
+from pipeline.recipe import Recipe
+from pipeline.validate import load_split
+
+STAGE = "count"
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+CODE_HINT = re.compile(r"(```|\bdef |\bclass |\bimport |\breturn\b|;\s*$|\{\s*$|=>|\bfunction\b)", re.M)
+
+
+def content_type(text: str) -> str:
+    """Classify a piece of text for the len/4 table: cjk, json, code or prose."""
+    if len(CJK.findall(text)) > 0.2 * max(1, len(text)):
+        return "cjk"
+    s = text.strip()
+    if s[:1] in "{[":
+        try:
+            json.loads(s)
+            return "json"
+        except ValueError:
+            pass
+    if CODE_HINT.search(text):
+        return "code"
+    return "prose"
+
+
+def pieces(messages: list[dict], tools: list[dict]):
+    """The texts of a conversation by content type (what the len/4 rule is usually applied to)."""
+    for m in messages:
+        if isinstance(m.get("content"), str) and m["content"]:
+            yield m["content"]
+        for c in m.get("tool_calls") or []:
+            yield json.dumps(c["function"]["arguments"], ensure_ascii=False)
+    if tools:
+        yield json.dumps(tools, ensure_ascii=False)
+
+
+def percentile(sorted_vals: list[int], q: float) -> int:
+    if not sorted_vals:
+        return 0
+    k = min(len(sorted_vals) - 1, max(0, math.ceil(q / 100 * len(sorted_vals)) - 1))
+    return sorted_vals[k]
+
+
+def model_params(recipe: Recipe) -> float:
+    """Parameter count for the time estimate: from a local config.json when there is one, else the name."""
+    try:
+        from pipeline.plan import params_from_config, read_config
+
+        cfg = read_config(recipe)
+        if cfg:
+            return float(params_from_config(cfg)["total"])
+    except (ImportError, StageError, KeyError, TypeError):
+        pass
+    m = re.search(r"(\d+(?:\.\d+)?)\s*([bBmM])\b|(\d+(?:\.\d+)?)([bBmM])[-_]", recipe.model)
+    if m:
+        num = float(m.group(1) or m.group(3))
+        unit = (m.group(2) or m.group(4)).lower()
+        return num * (1e9 if unit == "b" else 1e6)
+    return 8e9
+
+
+def run(recipe: Recipe, run_dir: Path) -> Path:
+    started = time.time()
+    out = run_dir / "tokens"
+    vdir = run_dir / "validate"
+    inputs = [vdir / "train.jsonl", vdir / "eval.jsonl", vdir / "toolsets.json"]
+    if not (vdir / "stage.json").is_file():
+        raise StageError(f"run the validate stage first: {rel(vdir / 'stage.json')} is missing (make validate).")
+    fp = fingerprint(recipe, STAGE, inputs)
+    if up_to_date(out, fp):
+        console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
+        return out / "report.json"
+
+    tokenizer = load_tokenizer(recipe)
+    chat = chat_mod.Chat.for_recipe(recipe, tokenizer)
+    train = load_split(run_dir, "train")
+    console.print(f"count: template format [bold]{chat.fmt}[/] (vLLM parser {chat_mod.vllm_parser(chat.fmt)}), "
+                  f"end of turn {chat.eot!r}, {len(train)} training conversations")
+
+    rows, lengths, over = [], [], []
+    trained_total = 0
+    naive = defaultdict(lambda: [0, 0])  # type -> [chars, tokens]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tokenizing", total=len(train))
+        for r in train:
+            where = f"{r['source']['file']}:{r['source']['line']}"
+            try:
+                full, spans, ids, mask = chat_mod.tokenize_with_mask(chat, r["messages"], r["tools"])
+                chat_mod.audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, where)
+            except StageError:
+                raise
+            except Exception as e:  # a template that cannot render this conversation
+                raise StageError(f"{where}: the chat template cannot render this conversation: {e}") from None
+            n = len(ids)
+            lengths.append(n)
+            trained_total += sum(mask)
+            if n > recipe.max_seq_length:
+                cut_trained = sum(mask[recipe.max_seq_length:])
+                over.append({"id": r["id"], "where": where, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
+                             "cut_trained_tokens": cut_trained})
+            rows.append({"id": r["id"], "input_ids": ids, "mask": mask})
+            progress.advance(task)
+
+    # The len/4 trap: count each kind of text on its own and compare with chars/4.
+    sample = train[: min(len(train), 2000)]
+    for r in sample:
+        for text in pieces(r["messages"], r["tools"]):
+            kind = content_type(text)
+            naive[kind][0] += len(text)
+            naive[kind][1] += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    trap = {}
+    for kind, (chars, toks) in sorted(naive.items()):
+        est = chars / 4
+        trap[kind] = {"chars": chars, "tokens": toks, "tokens_per_char": round(toks / max(1, chars), 4),
+                      "len_div_4": round(est), "naive_error": round((est - toks) / max(1, toks), 4)}
+    total_chars = sum(v[0] for v in naive.values())
+    total_toks = sum(v[1] for v in naive.values())
+    trap["all"] = {"chars": total_chars, "tokens": total_toks,
+                   "tokens_per_char": round(total_toks / max(1, total_chars), 4),
+                   "len_div_4": round(total_chars / 4), "naive_error": round((total_chars / 4 - total_toks) / max(1, total_toks), 4)}
+
+    # Tokens spent on the tool schemas: the same system prompt rendered with and without the tools.
+    schema_tokens = 0
+    for r in train[:50]:
+        sys_msgs = [m for m in r["messages"][:1] if m["role"] == "system"] + [{"role": "user", "content": "x"}]
+        with_tools = len(tokenizer(chat.render(sys_msgs, r["tools"]), add_special_tokens=False)["input_ids"])
+        without = len(tokenizer(chat.render(sys_msgs, None), add_special_tokens=False)["input_ids"])
+        schema_tokens += with_tools - without
+    schema_per_example = schema_tokens / max(1, min(50, len(train)))
+
+    total = sum(lengths)
+    s = sorted(lengths)
+    per_step = recipe.train.batch_size * recipe.train.grad_accum
+    steps_per_epoch = math.ceil(len(train) / per_step)
+    total_steps = recipe.train.max_steps if recipe.train.max_steps > 0 else math.ceil(steps_per_epoch * recipe.train.epochs)
+    n_params = model_params(recipe)
+    tps = tokens_per_second(recipe.gpu, n_params, recipe.load_in_4bit)
+    epoch_tokens = total
+    hist_edges = [0, 256, 512, 1024, 2048, 4096, 8192, 1 << 30]
+    hist = {f"{a}-{b if b < 1 << 30 else 'inf'}": sum(1 for n in lengths if a <= n < b) for a, b in zip(hist_edges, hist_edges[1:])}
+    report = {
+        "examples": len(train),
+        "template_format": chat.fmt,
+        "vllm_tool_parser": chat_mod.vllm_parser(chat.fmt),
+        "total_tokens": total,
+        "per_example": {"min": s[0], "p50": percentile(s, 50), "p90": percentile(s, 90), "p99": percentile(s, 99),
+                        "max": s[-1], "mean": round(total / len(s), 1)},
+        "histogram": hist,
+        "trained_tokens": trained_total,
+        "context_tokens": total - trained_total,
+        "trained_share": round(trained_total / max(1, total), 4),
+        "tool_schema_tokens_per_example": round(schema_per_example, 1),
+        "tool_schema_share": round(schema_per_example * len(train) / max(1, total), 4),
+        "max_seq_length": recipe.max_seq_length,
+        "over_max_seq_length": over,
+        "tokens_per_epoch": epoch_tokens,
+        "conversations_per_step": per_step,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "epochs": recipe.train.epochs,
+        "estimate": {"gpu": recipe.gpu, "model_params": n_params, "tokens_per_s": round(tps),
+                     "hours": round(epoch_tokens * recipe.train.epochs / tps / 3600, 3),
+                     "basis": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/hardware.py); unpacked tokens"},
+        "len_div_4": trap,
+    }
+    write_jsonl_atomic(out / "train.tokens.jsonl", rows)
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", markdown(recipe, report))
+    show(recipe, report)
+    cut = [o for o in over if o["cut_trained_tokens"]]
+    write_sidecar(out, STAGE, recipe, inputs, fp, started,
+                  {"total_tokens": total, "trained_tokens": trained_total, "examples": len(train), "audit": "passed"})
+    if cut:
+        raise StageError(
+            f"{len(cut)} conversation(s) are longer than max_seq_length={recipe.max_seq_length} and truncation would "
+            f"cut assistant tokens (first: {cut[0]['where']}, {cut[0]['tokens']} tokens). Raise max_seq_length or "
+            f"shorten them; the list is in {rel(out / 'report.json')}."
+        )
+    return out / "report.json"
+
+
+def markdown(recipe: Recipe, r: dict) -> str:
+    pe = r["per_example"]
+    lines = [
+        f"# Token budget: {recipe.name}", "",
+        f"{r['examples']} training conversations, template format `{r['template_format']}`, "
+        f"tokenizer of `{recipe.tokenizer or recipe.model}`.", "",
+        "| figure | value |", "|---|---|",
+        f"| total tokens | {r['total_tokens']:,} |",
+        f"| per example min / p50 / p90 / p99 / max | {pe['min']} / {pe['p50']} / {pe['p90']} / {pe['p99']} / {pe['max']} |",
+        f"| trained (assistant) tokens | {r['trained_tokens']:,} ({r['trained_share']:.1%}) |",
+        f"| context tokens | {r['context_tokens']:,} |",
+        f"| tool schemas | {r['tool_schema_tokens_per_example']} tokens per example ({r['tool_schema_share']:.1%} of all) |",
+        f"| over max_seq_length={r['max_seq_length']} | {len(r['over_max_seq_length'])} |",
+        f"| conversations per optimizer step | {r['conversations_per_step']} |",
+        f"| steps per epoch / total | {r['steps_per_epoch']} / {r['total_steps']} |",
+        f"| estimated time on {r['estimate']['gpu']} | {r['estimate']['hours']:.2f} h at {r['estimate']['tokens_per_s']:,} tokens/s |",
+        "", "## Length histogram", "", "| tokens | examples |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in r["histogram"].items()],
+        "", "## The len/4 estimation trap", "",
+        "| text | chars | tokens | tokens/char | len/4 | len/4 error |", "|---|---|---|---|---|---|",
+        *[f"| {k} | {v['chars']:,} | {v['tokens']:,} | {v['tokens_per_char']} | {v['len_div_4']:,} | {v['naive_error']:+.1%} |"
+          for k, v in r["len_div_4"].items()],
+    ]
+    if r["over_max_seq_length"]:
+        lines += ["", "## Over max_seq_length", "", "| where | tokens | cut | cut trained |", "|---|---|---|---|"]
+        lines += [f"| {o['where']} | {o['tokens']} | {o['cut_tokens']} | {o['cut_trained_tokens']} |" for o in r["over_max_seq_length"]]
+    return "\n".join(lines) + "\n"
+
+
+def show(recipe: Recipe, r: dict) -> None:
+    pe = r["per_example"]
+    t = Table(title=f"token budget ({r['examples']} conversations)", show_header=False)
+    t.add_row("total tokens", f"{r['total_tokens']:,}")
+    t.add_row("per example min/p50/p90/p99/max", f"{pe['min']}/{pe['p50']}/{pe['p90']}/{pe['p99']}/{pe['max']}")
+    t.add_row("trained / context tokens", f"{r['trained_tokens']:,} / {r['context_tokens']:,} ({r['trained_share']:.1%} trained)")
+    t.add_row("tool schemas", f"{r['tool_schema_tokens_per_example']} tokens/example ({r['tool_schema_share']:.1%})")
+    t.add_row(f"over max_seq_length={r['max_seq_length']}", str(len(r["over_max_seq_length"])))
+    t.add_row("conversations/step, steps/epoch, total steps",
+              f"{r['conversations_per_step']}, {r['steps_per_epoch']}, {r['total_steps']}")
+    e = r["estimate"]
+    t.add_row(f"estimate on {e['gpu']}", f"{e['hours'] * 60:.1f} min at {e['tokens_per_s']:,} tokens/s ({e['model_params'] / 1e9:.2f}B params)")
+    console.print(t)
+    t = Table(title="the len/4 trap: measured tokens per character")
+    for c in ("text", "chars", "tokens", "tokens/char", "len/4", "len/4 error"):
+        t.add_column(c, justify="right" if c != "text" else "left")
+    for k, v in r["len_div_4"].items():
+        t.add_row(k, f"{v['chars']:,}", f"{v['tokens']:,}", f"{v['tokens_per_char']:.3f}", f"{v['len_div_4']:,}", f"{v['naive_error']:+.1%}")
+    console.print(t)
+
+
+def main(argv=None):
+    stage_main(STAGE, run, argv)
+
+
+if __name__ == "__main__":
+    main()

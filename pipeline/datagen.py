@@ -1,0 +1,1928 @@
+"""Deterministic generator of the bundled customer-service tool-calling dataset.
+
+Usage::
+
+    python -m pipeline.datagen --out data/customer_service [--seed 0] [--train 3000] [--eval 400]
+
+Writes ``tools.json`` (OpenAI tools list), ``train.jsonl`` and ``eval.jsonl``
+(OpenAI chat format, one conversation per line).  Generation uses only the
+standard library (``random.Random(seed)``, ``json``, ``hashlib``); argument
+validation uses ``jsonschema`` when it is installed, else a small built-in
+validator that covers the schema features used here.
+
+Held-out eval: every pool of phrasing templates (per intent) and of values
+(names, cities, streets, products, email domains, discount-code words, issue
+descriptions, ...) is split into disjoint train/eval parts by a fixed hash,
+and generated values (order ids, SKUs, amounts, dates, phones, postal codes)
+are assigned to a split by hashing the value itself.  Eval conversations are
+therefore built from templates and values that training never uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import random
+import re
+import string
+import sys
+from typing import Any, Callable
+
+SYSTEM_PROMPT = (
+    "You are the support assistant for Acme Outfitters. Use the tools to help "
+    "customers with orders, shipping, returns, refunds, accounts and products; "
+    "ask for missing details; never invent order ids."
+)
+
+DEFAULT_TRAIN = 3000
+DEFAULT_EVAL = 400
+MIN_TRAIN_PER_TOOL = 100
+
+KIND_SHARES: list[tuple[str, float]] = [
+    ("single_call", 0.40),
+    ("multi_step", 0.15),
+    ("parallel", 0.10),
+    ("missing_argument", 0.10),
+    ("refusal", 0.15),
+    ("tool_error", 0.10),
+]
+KINDS = [k for k, _ in KIND_SHARES]
+
+# --------------------------------------------------------------------------
+# Tool schemas
+# --------------------------------------------------------------------------
+
+ORDER_ID_RE = r"^ORD-\d{6}$"
+SKU_RE = r"^SKU-\d{5}$"
+DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+EMAIL_RE = r"^\S+@\S+\.\w+$"
+POSTAL_RE = r"^\d{5}$"
+PHONE_RE = r"^\+?\d{10,15}$"
+CODE_RE = r"^[A-Z0-9]{4,16}$"
+
+# Schemas are kept terse on purpose: a tiny model sees all 15 tools in every
+# prompt, so patterns/enums carry the format and descriptions stay one line.
+
+
+def _order_id() -> dict:
+    return {"type": "string", "pattern": ORDER_ID_RE}
+
+
+def _email() -> dict:
+    return {"type": "string", "format": "email", "pattern": EMAIL_RE}
+
+
+def _date() -> dict:
+    return {"type": "string", "format": "date", "pattern": DATE_RE}
+
+
+def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+
+TOOLS: list[dict] = [
+    _tool("check_order_status", "Get the status of an order.", {
+        "order_id": _order_id(),
+        "include_items": _BOOL,
+    }, ["order_id"]),
+    _tool("track_shipment", "Track the shipment of an order.", {
+        "order_id": _order_id(),
+        "include_history": _BOOL,
+    }, ["order_id"]),
+    _tool("cancel_order", "Cancel an order that has not shipped.", {
+        "order_id": _order_id(),
+        "reason": {"type": "string", "enum": ["changed_mind", "ordered_by_mistake",
+                                              "found_better_price", "delivery_too_slow", "other"]},
+    }, ["order_id"]),
+    _tool("initiate_return", "Start a return and get a return label.", {
+        "order_id": _order_id(),
+        "reason": {"type": "string", "enum": ["damaged", "wrong_item", "wrong_size",
+                                              "not_as_described", "no_longer_needed"]},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 10},
+    }, ["order_id", "reason"]),
+    _tool("submit_refund", "Refund an amount in USD for an order.", {
+        "order_id": _order_id(),
+        "amount": {"type": "number", "minimum": 0.01, "maximum": 5000},
+        "reason": {"type": "string", "enum": ["damaged", "late_delivery", "missing_item",
+                                              "price_adjustment", "other"]},
+        "refund_method": {"type": "string", "enum": ["original_payment", "store_credit"]},
+    }, ["order_id", "amount"]),
+    _tool("update_shipping_address", "Change the delivery address of an order.", {
+        "order_id": _order_id(),
+        "street": _STR,
+        "apartment": _STR,
+        "city": _STR,
+        "postal_code": {"type": "string", "pattern": POSTAL_RE},
+    }, ["order_id", "street", "city", "postal_code"]),
+    _tool("search_products", "Search the product catalog.", {
+        "query": {"type": "string", "minLength": 2},
+        "category": {"type": "string", "enum": ["footwear", "jackets", "tents", "backpacks",
+                                                "clothing", "accessories"]},
+        "max_price": {"type": "number", "minimum": 1, "maximum": 10000},
+    }, ["query"]),
+    _tool("check_product_availability", "Check stock of a product, optionally near a ZIP code.", {
+        "sku": {"type": "string", "pattern": SKU_RE},
+        "size": {"type": "string", "enum": ["XS", "S", "M", "L", "XL", "XXL"]},
+        "postal_code": {"type": "string", "pattern": POSTAL_RE},
+    }, ["sku"]),
+    _tool("get_account_details", "Look up a customer account.", {
+        "email": _email(),
+    }, ["email"]),
+    _tool("update_account_email", "Change the email of an account.", {
+        "current_email": _email(),
+        "new_email": _email(),
+    }, ["current_email", "new_email"]),
+    _tool("reset_password", "Send a password reset link.", {
+        "email": _email(),
+        "method": {"type": "string", "enum": ["email", "sms"]},
+    }, ["email"]),
+    _tool("apply_discount_code", "Apply a discount code to an order.", {
+        "order_id": _order_id(),
+        "code": {"type": "string", "pattern": CODE_RE},
+    }, ["order_id", "code"]),
+    _tool("list_recent_orders", "List a customer's recent orders.", {
+        "email": _email(),
+        "limit": {"type": "integer", "minimum": 1, "maximum": 20},
+        "since": _date(),
+    }, ["email"]),
+    _tool("escalate_to_human", "Hand the case to a human agent.", {
+        "summary": {"type": "string", "maxLength": 200},
+        "priority": {"type": "string", "enum": ["low", "normal", "high", "urgent"]},
+        "order_id": _order_id(),
+    }, ["summary"]),
+    _tool("schedule_callback", "Book a phone callback.", {
+        "phone": {"type": "string", "pattern": PHONE_RE},
+        "date": _date(),
+        "time_window": {"type": "string", "enum": ["morning", "afternoon", "evening"]},
+        "order_id": _order_id(),
+    }, ["phone", "date", "time_window"]),
+]
+
+TOOL_NAMES: list[str] = [t["function"]["name"] for t in TOOLS]
+SCHEMAS: dict[str, dict] = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+try:  # pragma: no cover - depends on the environment
+    import jsonschema as _jsonschema
+except ImportError:  # pragma: no cover
+    _jsonschema = None
+
+
+def _mini_validate(args: Any, schema: dict) -> None:
+    import re
+
+    if not isinstance(args, dict):
+        raise ValueError("arguments must be an object")
+    props = schema["properties"]
+    for req in schema.get("required", []):
+        if req not in args:
+            raise ValueError(f"missing required {req}")
+    for key, val in args.items():
+        if key not in props:
+            raise ValueError(f"unexpected {key}")
+        p = props[key]
+        typ = p["type"]
+        if typ == "string":
+            ok = isinstance(val, str)
+        elif typ == "integer":
+            ok = isinstance(val, int) and not isinstance(val, bool)
+        elif typ == "number":
+            ok = isinstance(val, (int, float)) and not isinstance(val, bool)
+        elif typ == "boolean":
+            ok = isinstance(val, bool)
+        else:
+            ok = False
+        if not ok:
+            raise ValueError(f"{key}: wrong type")
+        if "enum" in p and val not in p["enum"]:
+            raise ValueError(f"{key}: not in enum")
+        if "pattern" in p and not re.search(p["pattern"], val):
+            raise ValueError(f"{key}: pattern")
+        if "minLength" in p and len(val) < p["minLength"]:
+            raise ValueError(f"{key}: too short")
+        if "maxLength" in p and len(val) > p["maxLength"]:
+            raise ValueError(f"{key}: too long")
+        if "minimum" in p and val < p["minimum"]:
+            raise ValueError(f"{key}: below minimum")
+        if "maximum" in p and val > p["maximum"]:
+            raise ValueError(f"{key}: above maximum")
+
+
+def validate_call(name: str, args: Any) -> None:
+    """Raise if ``args`` does not validate against the schema of tool ``name``."""
+    schema = SCHEMAS[name]
+    if _jsonschema is not None:
+        v = _VALIDATORS.get(name)
+        if v is None:
+            cls = _jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            v = _VALIDATORS[name] = cls(schema)
+        err = _jsonschema.exceptions.best_match(v.iter_errors(args))
+        if err is not None:
+            raise err
+    else:  # pragma: no cover
+        _mini_validate(args, schema)
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------
+# Train/eval split helpers
+# --------------------------------------------------------------------------
+
+
+def _h(s: str) -> int:
+    return int(hashlib.sha256(("tooltune-split:" + s).encode("utf-8")).hexdigest()[:12], 16)
+
+
+def _heldout_value(s: str) -> bool:
+    """Generated values (ids, amounts, dates, ...) whose hash % 5 == 0 are eval-only."""
+    return _h("v:" + s) % 5 == 0
+
+
+def split_list(key: str, items: list, split: str, frac: float = 0.25) -> list:
+    """Deterministic disjoint split of a list: ~frac of the items go to eval.
+
+    Items are ordered by a hash of (key, item); the first ones are eval.  With
+    at least 3 items, both sides get at least one item (two when >= 6)."""
+    n = len(items)
+    if n < 3:
+        return list(items)  # too few to split; shared by both splits
+    n_eval = max(1, round(n * frac))
+    if n >= 6:
+        n_eval = max(2, n_eval)
+    order = sorted(range(n), key=lambda i: (_h(key + "|" + json.dumps(items[i])), i))
+    chosen = set(order[:n_eval]) if split == "eval" else set(order[n_eval:])
+    return [items[i] for i in range(n) if i in chosen]
+
+
+# --------------------------------------------------------------------------
+# Value pools
+# --------------------------------------------------------------------------
+
+FIRST_NAMES = [
+    "maria", "james", "aisha", "chen", "liam", "sofia", "noah", "emma", "omar", "priya",
+    "lucas", "hannah", "diego", "yuki", "ethan", "fatima", "oliver", "grace", "mateo", "zoe",
+    "ivan", "chloe", "kwame", "nina", "samuel", "leah", "arjun", "mia", "tomas", "ava",
+    "hiro", "elena", "david", "sara", "felix", "amara", "jonas", "lily", "rafael", "nora",
+    "kai", "julia", "marcus", "ines", "ben", "clara", "andre", "maya", "leo", "rosa",
+    "victor", "tara", "oscar", "eva", "hugo", "alice", "jamal", "ruby", "pablo", "wendy",
+]
+LAST_NAMES = [
+    "lopez", "smith", "khan", "wang", "murphy", "rossi", "johnson", "garcia", "ali", "patel",
+    "silva", "meyer", "torres", "tanaka", "brown", "hassan", "wilson", "kim", "fernandez", "clark",
+    "petrov", "martin", "mensah", "novak", "davis", "cohen", "sharma", "nguyen", "costa", "lee",
+    "sato", "popescu", "miller", "jensen", "wagner", "okafor", "berg", "evans", "moreno", "walsh",
+    "young", "fischer", "reed", "santos", "hughes", "dubois", "ramos", "bauer", "price", "ortiz",
+]
+EMAIL_DOMAINS = [
+    "gmail.com", "yahoo.com", "outlook.com", "icloud.com", "proton.me", "hotmail.com",
+    "aol.com", "mail.com", "fastmail.com", "gmx.com", "zoho.com", "hey.com",
+    "comcast.net", "verizon.net", "example.org", "live.com",
+]
+CITIES = [
+    "Denver", "Austin", "Portland", "Seattle", "Boston", "Chicago", "Atlanta", "Phoenix",
+    "Madison", "Boulder", "Tucson", "Raleigh", "Omaha", "Spokane", "Fresno", "Reno",
+    "Savannah", "Burlington", "Asheville", "Missoula", "Boise", "Tulsa", "Richmond", "Dayton",
+    "Albany", "Eugene", "Provo", "Durham", "Lincoln", "Anchorage", "Flagstaff", "Bend",
+    "Sacramento", "Pittsburgh", "Nashville", "Memphis", "Louisville", "Columbus", "Santa Fe",
+    "Salt Lake City", "San Diego", "Kansas City", "Des Moines", "Little Rock", "Charleston",
+    "Fort Collins", "Ann Arbor", "Green Bay",
+]
+STREET_NAMES = [
+    "Maple", "Oak", "Pine", "Cedar", "Elm", "Birch", "Willow", "Aspen", "Juniper", "Spruce",
+    "Lake", "River", "Hillside", "Meadow", "Sunset", "Highland", "Park", "Forest", "Valley",
+    "Canyon", "Ridge", "Harbor", "Prairie", "Summit", "Orchard", "Brookside", "Chestnut",
+    "Magnolia", "Redwood", "Sycamore", "Lincoln", "Franklin", "Jefferson", "Madison", "Walnut",
+    "Church", "Mill", "Bridge", "Quarry", "Fairview",
+]
+STREET_SUFFIXES = ["Street", "Avenue", "Road", "Lane", "Drive", "Court", "Way", "Boulevard", "Place", "St", "Ave", "Rd"]
+PRODUCTS = [  # (name, category)
+    ("trail running shoes", "footwear"), ("waterproof hiking boots", "footwear"),
+    ("camp sandals", "footwear"), ("winter snow boots", "footwear"), ("approach shoes", "footwear"),
+    ("wool hiking socks", "accessories"), ("insulated water bottle", "accessories"),
+    ("headlamp", "accessories"), ("trekking poles", "accessories"), ("sunglasses", "accessories"),
+    ("camping stove", "accessories"), ("sleeping pad", "accessories"), ("dry bags", "accessories"),
+    ("down jacket", "jackets"), ("rain jacket", "jackets"), ("fleece jacket", "jackets"),
+    ("softshell jacket", "jackets"), ("ski parka", "jackets"), ("windbreaker", "jackets"),
+    ("insulated vest", "jackets"),
+    ("2-person tent", "tents"), ("4-person tent", "tents"), ("ultralight tent", "tents"),
+    ("family camping tent", "tents"), ("bivy sack", "tents"), ("hammock tent", "tents"),
+    ("daypack", "backpacks"), ("65 liter backpack", "backpacks"), ("hydration pack", "backpacks"),
+    ("laptop backpack", "backpacks"), ("kids backpack", "backpacks"), ("climbing pack", "backpacks"),
+    ("merino base layer", "clothing"), ("hiking pants", "clothing"), ("rain pants", "clothing"),
+    ("sun hoodie", "clothing"), ("running shorts", "clothing"), ("thermal leggings", "clothing"),
+    ("flannel shirt", "clothing"), ("beanie", "clothing"),
+]
+CATEGORY_WORDS = {
+    "footwear": ["footwear", "shoes", "shoe"],
+    "jackets": ["jackets", "outerwear", "jacket"],
+    "tents": ["tents", "shelters", "tent"],
+    "backpacks": ["backpacks", "packs", "bags"],
+    "clothing": ["clothing", "apparel", "clothes"],
+    "accessories": ["accessories", "gear accessories", "gear"],
+}
+CODE_WORDS = [
+    "SAVE", "SPRING", "WELCOME", "SUMMER", "FALL", "HIKE", "TRAIL", "CAMP", "VIP", "FRIEND",
+    "BDAY", "FLASH", "WINTER", "EXTRA", "THANKS", "PEAK", "SUMMIT", "GEAR", "OUTDOOR", "LOYAL",
+]
+SIZE_WORDS = {
+    "XS": ["XS", "extra small"], "S": ["S", "small"], "M": ["M", "medium"],
+    "L": ["L", "large"], "XL": ["XL", "extra large"], "XXL": ["XXL", "2XL"],
+}
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]
+
+RETURN_REASONS = {
+    "damaged": ["it arrived damaged", "it showed up broken", "the zipper was torn when it came",
+                "it came with a crack"],
+    "wrong_item": ["you sent the wrong item", "I got a different product than I ordered",
+                   "the box had the wrong thing in it"],
+    "wrong_size": ["it doesn't fit", "the size is wrong", "it's too small", "it runs too big"],
+    "not_as_described": ["it looks nothing like the photos", "it isn't as described",
+                         "the color is different from the listing"],
+    "no_longer_needed": ["I don't need it anymore", "I ended up not needing it",
+                         "it was a gift they already had"],
+}
+CANCEL_REASONS = {
+    "changed_mind": ["I changed my mind", "I decided against it", "I don't want it after all"],
+    "ordered_by_mistake": ["I ordered it by mistake", "I clicked buy by accident",
+                           "I placed it twice by accident"],
+    "found_better_price": ["I found it cheaper somewhere else", "I found a better price",
+                           "another store has it for less"],
+    "delivery_too_slow": ["the delivery is taking too long", "it won't arrive in time",
+                          "shipping is too slow"],
+}
+REFUND_REASONS = {
+    "damaged": ["it arrived damaged", "the item was broken", "it came with a crack"],
+    "late_delivery": ["it arrived late", "the delivery was a week late",
+                      "it showed up after the promised date"],
+    "missing_item": ["an item was missing from the box", "one of the items never arrived",
+                     "the package was missing a piece"],
+    "price_adjustment": ["the price dropped right after I bought it", "it went on sale the next day",
+                         "I was charged more than the listed price"],
+}
+REFUND_METHODS = {
+    "original_payment": ["to my original card", "back to my credit card", "to the card I paid with"],
+    "store_credit": ["as store credit", "as credit on my account", "as a store gift card"],
+}
+RESET_METHODS = {
+    "email": ["by email", "to my inbox", "over email"],
+    "sms": ["by text message", "via SMS", "as a text"],
+}
+TIME_WINDOWS = {
+    "morning": ["in the morning", "before noon", "sometime in the morning"],
+    "afternoon": ["in the afternoon", "after lunch", "sometime in the afternoon"],
+    "evening": ["in the evening", "after 5pm", "sometime in the evening"],
+}
+PRIORITIES = {
+    "urgent": ["This is urgent.", "It's an emergency.", "I need this fixed today."],
+    "high": ["It's pretty important.", "Please prioritize this.", "This matters a lot to me."],
+    "low": ["No rush.", "Whenever someone has time is fine.", "It's not urgent."],
+}
+ISSUES = [  # (user phrase, summary written by the assistant)
+    ("my refund that never arrived", "Refund never arrived"),
+    ("a double charge on my card", "Customer was charged twice"),
+    ("a package marked delivered that I never got", "Package marked delivered but not received"),
+    ("a rude experience at your store", "Complaint about an in-store experience"),
+    ("a warranty claim on my tent", "Warranty claim for a tent"),
+    ("my locked account", "Customer account is locked"),
+    ("a billing error on my statement", "Billing error on statement"),
+    ("a damaged item nobody has fixed", "Unresolved damaged item"),
+    ("getting the wrong item twice", "Wrong item sent twice"),
+    ("a gift card that won't work", "Gift card not working"),
+    ("a bulk order for my team", "Bulk order inquiry"),
+    ("missing loyalty points", "Missing loyalty points"),
+    ("a broken zipper still under warranty", "Warranty claim for a broken zipper"),
+    ("a return that was never processed", "Return not processed"),
+    ("being charged after I cancelled", "Charged after cancellation"),
+    ("a lost package claim", "Lost package claim"),
+]
+
+
+def _flatten_phrases(key: str, mapping: dict, split: str) -> dict:
+    return {k: split_list(key + ":" + k, v, split) for k, v in mapping.items()}
+
+
+class Pools:
+    """Value pools for one split (train or eval); eval pools are disjoint."""
+
+    def __init__(self, split: str):
+        assert split in ("train", "eval")
+        self.split = split
+        self.is_eval = split == "eval"
+        self.first = split_list("first", FIRST_NAMES, split)
+        self.last = split_list("last", LAST_NAMES, split)
+        self.domains = split_list("domain", EMAIL_DOMAINS, split)
+        self.cities = split_list("city", CITIES, split)
+        self.streets = split_list("street", STREET_NAMES, split)
+        self.products = split_list("product", [list(p) for p in PRODUCTS], split)
+        self.code_words = split_list("codeword", CODE_WORDS, split)
+        self.issues = split_list("issue", [list(i) for i in ISSUES], split)
+        self.return_reasons = _flatten_phrases("return_reason", RETURN_REASONS, split)
+        self.cancel_reasons = _flatten_phrases("cancel_reason", CANCEL_REASONS, split)
+        self.refund_reasons = _flatten_phrases("refund_reason", REFUND_REASONS, split)
+        self.refund_methods = _flatten_phrases("refund_method", REFUND_METHODS, split)
+        self.reset_methods = _flatten_phrases("reset_method", RESET_METHODS, split)
+        self.time_windows = _flatten_phrases("time_window", TIME_WINDOWS, split)
+        self.priorities = _flatten_phrases("priority", PRIORITIES, split)
+
+    def _ok(self, s: str) -> bool:
+        return _heldout_value(s) == self.is_eval
+
+    def _gen(self, make: Callable[[], str]) -> str:
+        while True:
+            s = make()
+            if self._ok(s):
+                return s
+
+    # generated values -------------------------------------------------
+    def order_id(self, rng: random.Random) -> str:
+        return self._gen(lambda: f"ORD-{rng.randrange(100000, 1000000)}")
+
+    def sku(self, rng: random.Random) -> str:
+        return self._gen(lambda: f"SKU-{rng.randrange(10000, 100000)}")
+
+    def postal(self, rng: random.Random) -> str:
+        return self._gen(lambda: f"{rng.randrange(1001, 99951):05d}")
+
+    def phone_digits(self, rng: random.Random) -> str:
+        return self._gen(lambda: f"{rng.randrange(201, 990)}{rng.randrange(200, 1000)}{rng.randrange(0, 10000):04d}")
+
+    def cents(self, rng: random.Random, lo: int = 300, hi: int = 50000) -> int:
+        def make() -> str:
+            c = rng.randrange(lo, hi)
+            if rng.random() < 0.25:
+                c = max(100, c // 100 * 100)
+            return str(c)
+        return int(self._gen(make))
+
+    def date(self, rng: random.Random, start: _dt.date, span_days: int) -> _dt.date:
+        s = self._gen(lambda: (start + _dt.timedelta(days=rng.randrange(span_days))).isoformat())
+        return _dt.date.fromisoformat(s)
+
+    def code(self, rng: random.Random) -> str:
+        return self._gen(lambda: rng.choice(self.code_words) + str(rng.choice([5, 10, 15, 20, 25, 30, 40, 50])))
+
+    def ref(self, rng: random.Random, prefix: str, digits: int = 6) -> str:
+        return f"{prefix}-{rng.randrange(10 ** (digits - 1), 10 ** digits)}"
+
+    # list values --------------------------------------------------------
+    def name(self, rng: random.Random) -> tuple[str, str]:
+        return rng.choice(self.first), rng.choice(self.last)
+
+    def email(self, rng: random.Random) -> str:
+        f, l = self.name(rng)
+        d = rng.choice(self.domains)
+        style = rng.randrange(5)
+        if style == 0:
+            local = f"{f}.{l}"
+        elif style == 1:
+            local = f"{f}{l[0]}{rng.randrange(1, 100)}"
+        elif style == 2:
+            local = f"{f[0]}{l}"
+        elif style == 3:
+            local = f"{f}_{l}{rng.randrange(70, 100)}"
+        else:
+            local = f"{f}{rng.randrange(1, 1000)}"
+        return f"{local}@{d}"
+
+    def street(self, rng: random.Random) -> str:
+        return f"{rng.randrange(1, 9900)} {rng.choice(self.streets)} {rng.choice(STREET_SUFFIXES)}"
+
+    def product(self, rng: random.Random) -> tuple[str, str]:
+        p = rng.choice(self.products)
+        return p[0], p[1]
+
+
+# --------------------------------------------------------------------------
+# Surface forms and slot filling
+# --------------------------------------------------------------------------
+
+
+def _money(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def _amount_value(cents: int) -> float | int:
+    return cents // 100 if cents % 100 == 0 else round(cents / 100, 2)
+
+
+def _amount_surface(rng: random.Random, cents: int) -> str:
+    whole = cents % 100 == 0
+    num = f"{cents // 100}" if whole and rng.random() < 0.6 else f"{cents / 100:.2f}"
+    r = rng.random()
+    if r < 0.65:
+        return "$" + num
+    if r < 0.8:
+        return num + " dollars"
+    if r < 0.9:
+        return num + " USD"
+    return num
+
+
+def _date_surface(rng: random.Random, d: _dt.date) -> str:
+    r = rng.random()
+    if r < 0.6:
+        return d.isoformat()
+    if r < 0.85:
+        return f"{MONTHS[d.month - 1]} {d.day}, {d.year}"
+    return f"{d.day} {MONTHS[d.month - 1]} {d.year}"
+
+
+SlotResult = tuple[str, "str | None", Any]  # (surface text, argument name, argument value)
+
+TODAY = _dt.date(2025, 6, 1)
+
+
+def _slot(name: str, pools: Pools, rng: random.Random, ctx: dict) -> SlotResult:
+    """Produce (surface, arg_name, arg_value) for a template field."""
+    if name == "order_id":
+        v = pools.order_id(rng)
+        r = rng.random()
+        surf = v if r < 0.8 else ("ord-" + v[4:] if r < 0.92 else "Ord-" + v[4:])
+        return surf, "order_id", v
+    if name in ("amount", "max_price"):
+        if name == "max_price":
+            cents = pools.cents(rng, 2000, 60000) // 100 * 100 or 2000
+            # whole dollars are the usual way to state a budget
+            while not pools._ok(str(cents)):
+                cents += 100
+        else:
+            cents = pools.cents(rng)
+        return _amount_surface(rng, cents), name, _amount_value(cents)
+    if name in ("email", "current_email", "new_email"):
+        v = pools.email(rng)
+        if rng.random() < 0.08:
+            v = v[0].upper() + v[1:]
+        return v, name, v
+    if name == "street":
+        v = pools.street(rng)
+        return v, "street", v
+    if name == "apartment":
+        v = rng.choice([f"{rng.randrange(1, 40)}{rng.choice('ABCD')}", str(rng.randrange(1, 999))])
+        return v, "apartment", v
+    if name == "city":
+        v = rng.choice(pools.cities)
+        return v, "city", v
+    if name == "postal_code":
+        v = pools.postal(rng)
+        return v, "postal_code", v
+    if name == "query":
+        if "product" not in ctx:
+            ctx["product"] = pools.product(rng)
+        return ctx["product"][0], "query", ctx["product"][0]
+    if name == "category":
+        if "product" not in ctx:
+            ctx["product"] = pools.product(rng)
+        cat = ctx["product"][1]
+        return rng.choice(CATEGORY_WORDS[cat]), "category", cat
+    if name == "sku":
+        v = pools.sku(rng)
+        surf = v if rng.random() < 0.85 else "sku-" + v[4:]
+        return surf, "sku", v
+    if name == "size":
+        v = rng.choice(list(SIZE_WORDS))
+        return rng.choice(SIZE_WORDS[v]), "size", v
+    if name == "code":
+        v = pools.code(rng)
+        surf = v if rng.random() < 0.7 else (v.lower() if rng.random() < 0.7 else v.capitalize())
+        return surf, "code", v
+    if name in ("limit", "quantity"):
+        v = rng.randrange(2, 11) if name == "limit" else rng.randrange(2, 7)
+        surf = NUMBER_WORDS[v] if rng.random() < 0.35 else str(v)
+        return surf, name, v
+    if name in ("since", "date"):
+        if name == "since":
+            d = pools.date(rng, _dt.date(2024, 1, 1), 500)
+        else:
+            d = pools.date(rng, TODAY, 365)
+        return _date_surface(rng, d), name, d.isoformat()
+    if name == "phone":
+        v = pools.phone_digits(rng)
+        r = rng.random()
+        if r < 0.5:
+            return v, "phone", v
+        if r < 0.75:
+            return f"{v[:3]}-{v[3:6]}-{v[6:]}", "phone", v
+        return "+1" + v, "phone", "+1" + v
+    if name == "time_window":
+        v = ctx.pop("force_time_window", None) or rng.choice(list(pools.time_windows))
+        return rng.choice(pools.time_windows[v]), "time_window", v
+    if name == "return_reason":
+        v = rng.choice(list(pools.return_reasons))
+        return rng.choice(pools.return_reasons[v]), "reason", v
+    if name == "cancel_reason":
+        v = rng.choice(list(pools.cancel_reasons))
+        return rng.choice(pools.cancel_reasons[v]), "reason", v
+    if name == "refund_reason":
+        v = rng.choice(list(pools.refund_reasons))
+        return rng.choice(pools.refund_reasons[v]), "reason", v
+    if name == "refund_method":
+        v = rng.choice(list(pools.refund_methods))
+        return rng.choice(pools.refund_methods[v]), "refund_method", v
+    if name == "method":
+        v = rng.choice(list(pools.reset_methods))
+        return rng.choice(pools.reset_methods[v]), "method", v
+    if name == "priority":
+        v = rng.choice(list(pools.priorities))
+        return rng.choice(pools.priorities[v]), "priority", v
+    if name == "issue":
+        phrase, summary = rng.choice(pools.issues)
+        return phrase, "summary", summary
+    if name == "name":
+        f, _ = pools.name(rng)
+        return f.capitalize(), None, None
+    raise KeyError(name)
+
+
+_FORMATTER = string.Formatter()
+_PROTECTED = {"ORD", "SKU"}
+
+
+def _typo(word: str, rng: random.Random) -> str:
+    i = rng.randrange(1, len(word) - 1)
+    op = rng.randrange(3)
+    if op == 0:  # swap
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    if op == 1:  # drop
+        return word[:i] + word[i + 1:]
+    return word[:i] + word[i] + word[i:]  # double
+
+
+def render(template: str, pools: Pools, rng: random.Random, ctx: dict | None = None,
+           noise: bool = True) -> tuple[str, dict[str, tuple]]:
+    """Fill a template: noise (typos, casing, punctuation) touches only the literal
+    text, never the slot values.  Returns (text, {field: (arg_name, value)})."""
+    ctx = {} if ctx is None else ctx
+    parts = list(_FORMATTER.parse(template))
+    literals = [p[0] for p in parts]
+    if noise:
+        r = rng.random()
+        if r < 0.14:
+            literals = [s.lower() for s in literals]
+        elif r < 0.17:
+            literals = [s.upper() for s in literals]
+        if rng.random() < 0.15:
+            cands = [(i, j) for i, s in enumerate(literals)
+                     for j, w in enumerate(s.split(" "))
+                     if len(w) >= 4 and w.isalpha() and w not in _PROTECTED]
+            if cands:
+                i, j = rng.choice(cands)
+                words = literals[i].split(" ")
+                words[j] = _typo(words[j], rng)
+                literals[i] = " ".join(words)
+        last = len(parts) - 1
+        if parts[last][1] is None and literals[last][-1:] in ".!" and rng.random() < 0.2:
+            literals[last] = literals[last][:-1]
+    out: list[str] = []
+    vals: dict[str, tuple] = {}
+    for (lit, field, _spec, _conv), lit2 in zip(parts, literals):
+        out.append(lit2)
+        if field is None:
+            continue
+        base = field[:-2] if field.endswith("_b") else field
+        sub = ctx.setdefault("_b", {}) if field.endswith("_b") else ctx
+        for _ in range(50):
+            surf, arg, val = _slot(base, pools, rng, sub)
+            if not field.endswith("_b") or val is None or val != vals.get(base, (None, None))[1]:
+                break
+        vals[field] = (arg, val)
+        out.append(surf)
+    text = "".join(out).strip()
+    assert text == text.strip() and "  " not in text, text
+    return text, vals
+
+
+def args_from(tool: str, vals: dict[str, tuple], suffix: str = "", fixed: dict | None = None) -> dict:
+    """Collect tool arguments from slot values (fields with the given suffix)."""
+    got: dict[str, Any] = {}
+    for field, (arg, val) in vals.items():
+        if arg is None:
+            continue
+        has_b = field.endswith("_b")
+        if (suffix == "_b") != has_b:
+            continue
+        got[arg] = val
+    if fixed:
+        got.update(fixed)
+    props = SCHEMAS[tool]["properties"]
+    args = {k: got[k] for k in props if k in got}
+    validate_call(tool, args)
+    return args
+
+
+# --------------------------------------------------------------------------
+# User phrasing templates (split per intent into disjoint train/eval sets)
+# --------------------------------------------------------------------------
+
+# tool -> list of (template, fixed_args)
+SINGLE_TEMPLATES: dict[str, list[tuple[str, dict]]] = {
+    "check_order_status": [
+        ("Where is my order {order_id}?", {}),
+        ("Can you check the status of {order_id}?", {}),
+        ("{order_id} - what's the status on that one?", {}),
+        ("I ordered something last week, order number {order_id}. Any update?", {}),
+        ("What's going on with order {order_id}?", {}),
+        ("Could you tell me whether {order_id} has been processed yet?", {}),
+        ("Status check please: {order_id}", {}),
+        ("Just wondering if the order I placed, {order_id}, is confirmed.", {}),
+        ("Is {order_id} still processing or is it done?", {}),
+        ("What items are in order {order_id}, and what's its status?", {"include_items": True}),
+        ("Can you list what I bought in {order_id} and tell me where it stands?", {"include_items": True}),
+        ("For {order_id}, show me the items and the current status.", {"include_items": True}),
+        ("I forgot what I ordered in {order_id}; can you check it, items included?", {"include_items": True}),
+    ],
+    "track_shipment": [
+        ("Can you track my package for order {order_id}?", {}),
+        ("Where is the shipment for {order_id} right now?", {}),
+        ("{order_id} was supposed to arrive yesterday, can you track it?", {}),
+        ("When will my package from order {order_id} get here?", {}),
+        ("Tracking info for {order_id} please.", {}),
+        ("My delivery hasn't shown up. The order is {order_id}.", {}),
+        ("Which carrier has {order_id} and when will it be delivered?", {}),
+        ("Since I ordered {order_id} the tracking page hasn't updated, where is it?", {}),
+        ("Please give me the full tracking history for {order_id}.", {"include_history": True}),
+        ("Show every scan for the package in {order_id}.", {"include_history": True}),
+        ("I want all the tracking events for {order_id}, not just the latest.", {"include_history": True}),
+    ],
+    "cancel_order": [
+        ("Please cancel order {order_id}.", {}),
+        ("I need to cancel {order_id}, {cancel_reason}.", {}),
+        ("Cancel {order_id} for me please.", {}),
+        ("{order_id} needs to be cancelled.", {}),
+        ("Can I cancel the order I just placed? It's {order_id}.", {}),
+        ("Because {cancel_reason}, I'd like to cancel {order_id}.", {}),
+        ("Stop order {order_id}, {cancel_reason}.", {}),
+        ("Is it possible to cancel {order_id} before it ships?", {}),
+        ("Hey, {cancel_reason}, so please cancel my order {order_id}.", {}),
+        ("Go ahead and cancel {order_id}.", {}),
+    ],
+    "initiate_return": [
+        ("I want to return {order_id} because {return_reason}.", {}),
+        ("{return_reason}, so I'd like to send back order {order_id}.", {}),
+        ("Can I start a return for {order_id}? Basically {return_reason}.", {}),
+        ("Return request for {order_id}: {return_reason}.", {}),
+        ("I need to return {quantity} items from {order_id} since {return_reason}.", {}),
+        ("Please set up a return of {quantity} units from order {order_id}; {return_reason}.", {}),
+        ("Order {order_id} - {return_reason}. I want to return it.", {}),
+        ("How do I send back {order_id}? {return_reason}.", {}),
+        ("I'm returning {quantity} things from {order_id} because {return_reason}.", {}),
+        ("Since {return_reason}, please start a return on {order_id}.", {}),
+    ],
+    "submit_refund": [
+        ("Please refund {amount} on order {order_id}.", {}),
+        ("I was told I'd get {amount} back for {order_id}, can you process that?", {}),
+        ("Refund {amount} to me for {order_id} because {refund_reason}.", {}),
+        ("{order_id}: {refund_reason}, so I'd like a refund of {amount}.", {}),
+        ("Can you issue a {amount} refund for {order_id} {refund_method}?", {}),
+        ("For order {order_id}, please refund {amount} {refund_method} since {refund_reason}.", {}),
+        ("I'm owed {amount} on {order_id}.", {}),
+        ("Could I get {amount} refunded for order {order_id}?", {}),
+        ("Since {refund_reason}, please send {amount} back {refund_method} for {order_id}.", {}),
+        ("{amount} refund on {order_id} please, {refund_reason}.", {}),
+        ("The agent promised a refund of {amount} {refund_method} on {order_id}.", {}),
+    ],
+    "update_shipping_address": [
+        ("Please change the shipping address on {order_id} to {street}, {city} {postal_code}.", {}),
+        ("I moved! Ship {order_id} to {street}, {city}, {postal_code} instead.", {}),
+        ("Can you send order {order_id} to {street} in {city}, zip {postal_code}?", {}),
+        ("New address for {order_id}: {street}, {city} {postal_code}.", {}),
+        ("{street}, {city} {postal_code} is where {order_id} should go now.", {}),
+        ("Update the delivery address for {order_id} to {street}, apartment {apartment}, {city} {postal_code}.", {}),
+        ("Ship {order_id} to {street} apt {apartment}, {city}, {postal_code} please.", {}),
+        ("The address on {order_id} is wrong; it should be {street}, {city} {postal_code}.", {}),
+        ("I'm staying at {street}, unit {apartment}, {city} {postal_code} - can {order_id} go there?", {}),
+        ("Redirect {order_id} to {street}, {city}, zip code {postal_code}.", {}),
+    ],
+    "search_products": [
+        ("Do you sell {query}?", {}),
+        ("I'm looking for {query}.", {}),
+        ("Show me {query} under {max_price}.", {}),
+        ("Any {query} for less than {max_price}?", {}),
+        ("Can you find {query} in the {category} section?", {}),
+        ("Search your {category} for {query} under {max_price}.", {}),
+        ("What {query} do you have?", {}),
+        ("I need some {query} for a trip next month, what have you got?", {}),
+        ("My budget is {max_price}; what {query} can I get?", {}),
+        ("Looking in {category}: do you carry {query}?", {}),
+        ("Got any {query}?", {}),
+    ],
+    "check_product_availability": [
+        ("Is {sku} in stock?", {}),
+        ("Do you have {sku} available?", {}),
+        ("Can you check stock for item {sku}?", {}),
+        ("Is {sku} available in size {size}?", {}),
+        ("I need {sku} in {size}, do you have it?", {}),
+        ("Is {sku} in stock at a store near {postal_code}?", {}),
+        ("Check if {sku} in size {size} is available near {postal_code}.", {}),
+        ("{sku} - any left?", {}),
+        ("Before I order {sku}, can you confirm it's in stock?", {}),
+        ("Can I pick up {sku} somewhere around {postal_code}?", {}),
+        ("Size {size} of {sku}: is it available?", {}),
+    ],
+    "get_account_details": [
+        ("Can you pull up my account? My email is {email}.", {}),
+        ("What are my account details? I use {email}.", {}),
+        ("How many loyalty points do I have? Account email {email}.", {}),
+        ("{email} is my login, can you look up my account?", {}),
+        ("Look up the account for {email} please.", {}),
+        ("I'd like to see my profile info, it's registered under {email}.", {}),
+        ("When did I join? My email's {email}.", {}),
+        ("Check my account, {email}.", {}),
+        ("Under {email}, what info do you have on file?", {}),
+    ],
+    "update_account_email": [
+        ("Please change my email from {current_email} to {new_email}.", {}),
+        ("I want to update my account email to {new_email}; the current one is {current_email}.", {}),
+        ("My old email {current_email} no longer works, switch it to {new_email}.", {}),
+        ("Replace {current_email} with {new_email} on my account.", {}),
+        ("Can you set {new_email} as my new email? Right now it's {current_email}.", {}),
+        ("Update email: {current_email} -> {new_email}", {}),
+        ("I'm changing providers, so move my account from {current_email} to {new_email}.", {}),
+        ("The account under {current_email} should use {new_email} from now on.", {}),
+    ],
+    "reset_password": [
+        ("I forgot my password, my email is {email}.", {}),
+        ("Reset the password for {email} please.", {}),
+        ("Can't log in. Can you send a password reset to {email}?", {}),
+        ("{email} - I need a new password.", {}),
+        ("Please send a reset link for {email} {method}.", {}),
+        ("I'm locked out of {email}, could you reset it {method}?", {}),
+        ("Send me a password reset {method}; account is {email}.", {}),
+        ("How do I reset my password? My account is {email}.", {}),
+        ("My login {email} stopped working, please reset the password.", {}),
+    ],
+    "apply_discount_code": [
+        ("Can you apply code {code} to order {order_id}?", {}),
+        ("I forgot to use {code} on {order_id}.", {}),
+        ("Please add the discount {code} to {order_id}.", {}),
+        ("{order_id}: I have a promo code, {code}.", {}),
+        ("Is it too late to use {code} for my order {order_id}?", {}),
+        ("Use coupon {code} on {order_id} please.", {}),
+        ("I got {code} in an email, can it go on {order_id}?", {}),
+        ("Apply the promo {code} to my order, which is {order_id}.", {}),
+        ("My friend gave me code {code}; please put it on {order_id}.", {}),
+    ],
+    "list_recent_orders": [
+        ("What have I ordered recently? My email is {email}.", {}),
+        ("Show my recent orders for {email}.", {}),
+        ("List my last {limit} orders, account {email}.", {}),
+        ("Can you show the orders on {email} since {since}?", {}),
+        ("I need my order history since {since}; email is {email}.", {}),
+        ("Show the last {limit} orders placed since {since} under {email}.", {}),
+        ("{email} - what orders do I have?", {}),
+        ("I can't find my order number. Could you list my orders? I use {email}.", {}),
+        ("Just the {limit} most recent orders for {email}, please.", {}),
+        ("Anything I bought after {since}? My account is {email}.", {}),
+    ],
+    "escalate_to_human": [
+        ("I want to talk to a real person about {issue}.", {}),
+        ("Please get me a human, it's about {issue}.", {}),
+        ("Connect me with an agent about {issue} on order {order_id}.", {}),
+        ("I need a human to look at {order_id}, it's about {issue}. {priority}", {}),
+        ("Escalate this please: {issue}.", {}),
+        ("Transfer me to a human about {issue}. {priority}", {}),
+        ("No more bots, I want a person to handle {issue}.", {}),
+        ("Can a manager contact me regarding {issue}? {priority}", {}),
+        ("About {issue} on {order_id}: I need a supervisor.", {}),
+    ],
+    "schedule_callback": [
+        ("Can someone call me at {phone} on {date} {time_window}?", {}),
+        ("Please schedule a callback to {phone} for {date}, {time_window}.", {}),
+        ("I'd like a phone call on {date} {time_window}. My number is {phone}.", {}),
+        ("Call me {time_window} on {date} at {phone}, please.", {}),
+        ("{phone} - can I get a call back {time_window} on {date}?", {}),
+        ("Have an agent ring {phone} on {date} {time_window} about order {order_id}.", {}),
+        ("Book me a callback {time_window} on {date} to discuss {order_id}; my number is {phone}.", {}),
+        ("On {date}, {time_window}, could you call {phone}?", {}),
+        ("I prefer talking on the phone: {phone}, {date}, {time_window}.", {}),
+    ],
+}
+
+# Parallel calls of the same tool: fields of the second call end in "_b".
+PARALLEL_SAME_TEMPLATES: dict[str, list[str]] = {
+    "track_shipment": [
+        "Can you track {order_id} and {order_id_b}?",
+        "Where are my packages {order_id} and {order_id_b}?",
+        "I have two deliveries coming, {order_id} and {order_id_b}. Where are they?",
+        "Tracking for {order_id} plus {order_id_b} please.",
+        "Both {order_id} and {order_id_b} are late, can you track them?",
+        "Please track order {order_id} and also order {order_id_b}.",
+    ],
+    "check_order_status": [
+        "What's the status of {order_id} and {order_id_b}?",
+        "Check {order_id} and {order_id_b} for me please.",
+        "I placed {order_id} and {order_id_b} last week, are they processed?",
+        "Status of both orders please: {order_id}, {order_id_b}.",
+        "Can you look up orders {order_id} and {order_id_b}?",
+        "Any update on {order_id}? And on {order_id_b}?",
+    ],
+    "check_product_availability": [
+        "Are {sku} and {sku_b} in stock?",
+        "Can you check stock for {sku} and {sku_b}?",
+        "I want {sku} and {sku_b}; are both available?",
+        "Do you have {sku} or {sku_b} right now?",
+        "Stock check on two items: {sku}, {sku_b}.",
+    ],
+    "search_products": [
+        "Do you sell {query} and {query_b}?",
+        "I'm looking for {query} and also {query_b}.",
+        "Show me {query}, and {query_b} too.",
+        "Search for {query} and {query_b} please.",
+        "What {query} and what {query_b} do you have?",
+    ],
+    "cancel_order": [
+        "Please cancel {order_id} and {order_id_b}.",
+        "Cancel both {order_id} and {order_id_b}, I ordered them by accident.",
+        "I need orders {order_id} and {order_id_b} cancelled.",
+        "Stop {order_id} as well as {order_id_b}.",
+        "Can you cancel {order_id}? {order_id_b} too.",
+    ],
+}
+
+CONNECTORS = ["Also,", "And", "Oh and", "Separately,", "One more thing:", "Plus,", "While you're at it,",
+              "Additionally,", "Another thing:", "And also", "Besides that,", "On top of that,"]
+PREFIXES = ["Hi,", "Hello,", "Hey there,", "Good morning,", "Hi there!", "Quick question:",
+            "Hello, this is {name}.", "Hi, {name} here.", "Excuse me,", "Hey,", "Hiya,",
+            "Good evening,", "Hi team,", "Morning!", "Hello again,", "Hi, it's {name}."]
+SUFFIXES = ["Thanks!", "Thank you.", "Thanks in advance.", "Appreciate it.", "thx", "Cheers.",
+            "Much appreciated!", "Please help.", "Ty!", "Thanks so much.", "Thanks a lot.", "Many thanks."]
+
+# Missing-argument intents: (template, missing group)
+MISSING_TEMPLATES: dict[str, list[tuple[str, str]]] = {
+    "check_order_status": [
+        ("Where is my order?", "order_id"), ("Can you check my order status?", "order_id"),
+        ("What's happening with the order I placed?", "order_id"),
+        ("Has my order been processed yet?", "order_id"), ("I want an update on my purchase.", "order_id"),
+        ("Is my order confirmed?", "order_id"),
+    ],
+    "track_shipment": [
+        ("Where's my package?", "order_id"), ("Can you track my delivery?", "order_id"),
+        ("My parcel hasn't arrived, can you track it?", "order_id"),
+        ("When will my shipment get here?", "order_id"), ("Tracking update please.", "order_id"),
+    ],
+    "cancel_order": [
+        ("I need to cancel my order.", "order_id"),
+        ("Please cancel my last purchase, {cancel_reason}.", "order_id"),
+        ("Cancel my order please.", "order_id"), ("Because {cancel_reason}, I want to cancel.", "order_id"),
+    ],
+    "initiate_return": [
+        ("I want to return something because {return_reason}.", "order_id"),
+        ("How do I send back an item? {return_reason}.", "order_id"),
+        ("I'd like to return order {order_id}.", "return_reason"),
+        ("Start a return for {order_id} please.", "return_reason"),
+        ("Can {order_id} be returned?", "return_reason"),
+    ],
+    "submit_refund": [
+        ("I want a refund for order {order_id}.", "amount"),
+        ("Can you refund my order {order_id}?", "amount"),
+        ("Please refund me {amount}.", "order_id"), ("I'm owed a {amount} refund.", "order_id"),
+        ("Refund {order_id}, {refund_reason}.", "amount"),
+    ],
+    "update_shipping_address": [
+        ("I need to change the shipping address on {order_id}.", "address"),
+        ("Can I update where {order_id} is going?", "address"),
+        ("Ship my order to {street}, {city} {postal_code} instead.", "order_id"),
+        ("My new address is {street}, {city} {postal_code}, please update my order.", "order_id"),
+        ("Wrong address on {order_id}!", "address"),
+    ],
+    "search_products": [
+        ("Can you search the catalog for me?", "query"), ("I want to browse some products.", "query"),
+        ("Help me find something to buy.", "query"), ("What do you have under {max_price}?", "query"),
+    ],
+    "check_product_availability": [
+        ("Is this item in stock?", "sku"), ("Do you have it in size {size}?", "sku"),
+        ("Can you check if the product is available?", "sku"),
+        ("Is it available near {postal_code}?", "sku"),
+    ],
+    "get_account_details": [
+        ("Can you look up my account?", "email"), ("How many loyalty points do I have?", "email"),
+        ("What details do you have on my profile?", "email"), ("When did I sign up?", "email"),
+    ],
+    "update_account_email": [
+        ("I want to change the email on {current_email}.", "new_email"),
+        ("Please update the email for {current_email}.", "new_email"),
+        ("{current_email} is my old address, I need to change it.", "new_email"),
+        ("I have a new email address to put on my account, {current_email}.", "new_email"),
+    ],
+    "reset_password": [
+        ("I forgot my password.", "email"), ("I can't log in, please reset my password.", "email"),
+        ("Send me a password reset link.", "email"), ("Locked out of my account, help!", "email"),
+    ],
+    "apply_discount_code": [
+        ("Please apply {code} to my order.", "order_id"), ("Can I use {code}?", "order_id"),
+        ("I have a promo code for {order_id}.", "code"),
+        ("I forgot to add a coupon to {order_id}.", "code"),
+    ],
+    "list_recent_orders": [
+        ("Show me my recent orders.", "email"), ("What did I buy lately?", "email"),
+        ("List my last {limit} orders.", "email"), ("I need my order history.", "email"),
+    ],
+    "escalate_to_human": [
+        ("I want to talk to a human.", "issue"), ("Get me a real person.", "issue"),
+        ("Transfer me to an agent please.", "issue"), ("Can I speak to a manager?", "issue"),
+    ],
+    "schedule_callback": [
+        ("Can someone call me {time_window} on {date}?", "phone"),
+        ("I'd like a callback on {date} {time_window}.", "phone"),
+        ("Please call me at {phone}.", "when"), ("Can an agent phone me? My number is {phone}.", "when"),
+    ],
+}
+
+FOLLOWUPS: dict[str, list[str]] = {
+    "order_id": ["It's {order_id}.", "{order_id}", "Sure, it's {order_id}.", "The order number is {order_id}.",
+                 "Oh right, {order_id}.", "order {order_id}", "Sorry, {order_id}.", "I think it's {order_id}."],
+    "amount": ["{amount}", "{amount}, please.", "It was {amount}.", "I paid {amount} for it.",
+               "Refund {amount}.", "The full {amount}."],
+    "return_reason": ["It's because {return_reason}.", "{return_reason}", "Well, {return_reason}.",
+                      "Basically {return_reason}."],
+    "address": ["{street}, {city} {postal_code}", "It's {street}, {city}, {postal_code}.",
+                "New address is {street}, {city} {postal_code}.", "Send it to {street}, {city} {postal_code}.",
+                "{street} in {city}, zip {postal_code}."],
+    "query": ["{query}", "I'm after {query}.", "Looking for {query}.", "Some {query}.", "{query}, please."],
+    "sku": ["{sku}", "It's {sku}.", "The item number is {sku}.", "SKU is {sku}", "Item {sku}."],
+    "email": ["{email}", "It's {email}.", "My email is {email}.", "I use {email}.", "Sure: {email}"],
+    "new_email": ["{new_email}", "Please use {new_email}.", "Change it to {new_email}.",
+                  "The new one is {new_email}."],
+    "code": ["{code}", "The code is {code}.", "It's {code}.", "Code {code}."],
+    "issue": ["It's about {issue}.", "Regarding {issue}.", "I need help with {issue}.",
+              "It's {issue}.", "About {issue}."],
+    "phone": ["{phone}", "You can reach me at {phone}.", "My number is {phone}.", "Call {phone}."],
+    "when": ["{date}, {time_window}.", "{date} {time_window} works.", "How about {date} {time_window}?",
+             "Let's do {date}, {time_window}."],
+}
+
+ASKS: dict[str, list[str]] = {
+    "order_id": ["Sure, what's your order number? It starts with ORD- followed by six digits.",
+                 "I can help with that. Could you share the order number (ORD- and six digits)?",
+                 "Happy to check. Which order is it? Please give me the order id."],
+    "amount": ["How much should I refund for that order?",
+               "Sure. What amount should be refunded?"],
+    "return_reason": ["What's the reason for the return: damaged, wrong item, wrong size, not as described, or no longer needed?",
+                      "Sure. Why are you returning it?"],
+    "address": ["What's the new address? Please include street, city and ZIP code.",
+                "Sure, what street, city and ZIP code should it go to?"],
+    "query": ["Sure, what are you looking for?", "Happy to help. What product should I search for?"],
+    "sku": ["Which item do you mean? Please share the SKU (SKU- followed by five digits).",
+            "Could you give me the item's SKU? It's on the product page."],
+    "email": ["Sure. What's the email address on your account?",
+              "I can help. Which email is the account registered under?"],
+    "new_email": ["What new email address should I use?", "Sure, what's the new email?"],
+    "code": ["Sure, what's the code?", "Which discount code would you like to apply?"],
+    "issue": ["I can connect you with a person. What's the issue, so I can pass it along?",
+              "Sure. Briefly, what do you need help with?"],
+    "phone": ["Sure. What phone number should we call?", "Which number should the agent call?"],
+    "when": ["Which date, and morning, afternoon or evening?",
+             "Sure. What day and time of day work best for you?"],
+}
+# Missing group -> template fields it supplies.
+GROUP_FIELDS = {"address": ["street", "city", "postal_code"], "when": ["date", "time_window"]}
+
+MULTI_TEMPLATES: dict[str, list[str]] = {
+    "status_refund": [
+        "Can you check {order_id} and refund me {amount} if it was delivered?",
+        "Please look at order {order_id}; if it arrived, I'd like {amount} back because {refund_reason}.",
+        "{order_id} - was it delivered? If so, refund {amount}.",
+        "If {order_id} shows delivered, please issue a {amount} refund.",
+        "Check whether {order_id} was delivered and then refund {amount} {refund_method}.",
+        "Since {refund_reason}, refund {amount} on {order_id}, but first confirm it was delivered.",
+    ],
+    "status_track": [
+        "Has {order_id} shipped? If so, where is it now?",
+        "Check if {order_id} went out, and track it if it did.",
+        "Is order {order_id} on its way? I'd like tracking too.",
+        "What's the status of {order_id}, and where's the package?",
+        "If {order_id} has shipped, please track it for me.",
+    ],
+    "status_cancel": [
+        "If {order_id} hasn't shipped yet, please cancel it.",
+        "Check {order_id} and cancel it if it's still processing.",
+        "Can you see whether {order_id} is still processing? If yes, cancel it, {cancel_reason}.",
+        "Cancel {order_id} if it's not out the door yet.",
+        "{cancel_reason}, so if {order_id} hasn't shipped please cancel it.",
+    ],
+    "status_return": [
+        "{order_id} arrived but {return_reason}. Can you check it and start a return?",
+        "Please confirm {order_id} was delivered and set up a return; {return_reason}.",
+        "Look up {order_id} and start a return, {return_reason}.",
+        "Check {order_id} for me - {return_reason}, so I want to send it back.",
+        "If {order_id} shows delivered, start a return because {return_reason}.",
+    ],
+    "status_discount": [
+        "Is {order_id} still processing? If so, apply code {code}.",
+        "Check {order_id} and add {code} if it's not too late.",
+        "If {order_id} hasn't shipped, can you use {code} on it?",
+        "See if {order_id} can still take the promo {code}.",
+        "Look up {order_id}, and if possible apply {code}.",
+    ],
+    "list_track": [
+        "Where's my most recent order? My email is {email}.",
+        "Can you find my latest order and track it? I use {email}.",
+        "I don't have my order number, but my email is {email}. Where is my last package?",
+        "Track my newest order please, account {email}.",
+        "{email} - can you see where my latest order is?",
+    ],
+    "search_availability": [
+        "Do you have {query} in size {size}?",
+        "Find me {query} and check if size {size} is in stock.",
+        "I want {query}, size {size}. Is one available?",
+        "Look for {query} and see whether the top result comes in {size}.",
+        "Any {query} in {size} in stock?",
+    ],
+    "account_update": [
+        "Please check my account {current_email} and change its email to {new_email}.",
+        "Can you find the account under {current_email}? I want to switch it to {new_email}.",
+        "Look up {current_email} and update the email to {new_email}.",
+        "I think my account is {current_email}; if so, move it to {new_email}.",
+        "Verify the account {current_email} exists, then set the email to {new_email}.",
+    ],
+    "account_reset": [
+        "I can't log in. My email is {email}; can you check my account and send a reset link?",
+        "Please verify my account {email} and reset my password.",
+        "Look up {email} and send me a password reset.",
+        "Is there an account under {email}? If so, reset the password.",
+        "Check my account {email} - I need to reset my password {method}.",
+    ],
+}
+
+ERROR_TEMPLATES: dict[str, list[str]] = {
+    "alt_order": [
+        "Where is my order? It's {order_id}, or maybe {order_id_b}, I'm not sure.",
+        "Can you check {order_id}? If that's wrong, try {order_id_b}.",
+        "My order number is either {order_id} or {order_id_b}. What's the status?",
+        "I think the order is {order_id}, but it could be {order_id_b}. Any update?",
+        "Status for {order_id} please (or {order_id_b}, I mix them up).",
+    ],
+    "alt_email": [
+        "Look up my account, it's {email}, or maybe {email_b}.",
+        "I'm {email}, though I may have signed up with {email_b}. Can you find my account?",
+        "Check my account: {email} or {email_b}.",
+        "Pull up my profile. Try {email} first, then {email_b}.",
+        "My account email is {email}, unless it's the old one, {email_b}.",
+    ],
+    "alt_code": [
+        "Apply {code} to {order_id}, or {code_b} if that one doesn't work.",
+        "Can you use {code} on {order_id}? Backup code is {code_b}.",
+        "Try code {code} on order {order_id}; if not, {code_b}.",
+        "I have two codes, {code} and {code_b}. Please put one on {order_id}.",
+        "Use {code} for {order_id}, and if it fails use {code_b}.",
+    ],
+    "alt_window": [
+        "Call me at {phone} on {date} {time_window}, or {time_window_b} if that's full.",
+        "Book a callback to {phone} for {date}, {time_window}; {time_window_b} also works.",
+        "Can someone ring {phone} on {date}? Ideally {time_window}, otherwise {time_window_b}.",
+        "Schedule a call on {date} {time_window} or {time_window_b} at {phone}.",
+        "{phone}, on {date} - {time_window} is best, {time_window_b} is fine too.",
+    ],
+}
+
+REFUSAL_PROMPTS: dict[str, list[str]] = {
+    "weather": ["What's the weather going to be like tomorrow?", "Will it rain this weekend in Denver?",
+                "Is it going to snow in the mountains on Friday?", "How hot will it get today?",
+                "What's the forecast for my camping trip next week?"],
+    "joke": ["Tell me a joke.", "Can you tell me something funny?", "Know any good puns about camping?",
+             "Make me laugh, I'm bored.", "Write me a limerick about hiking boots."],
+    "coding": ["Can you help me fix my Python code?", "How do I reverse a list in JavaScript?",
+               "Write a SQL query that counts users by country.", "Why does my React app keep crashing?",
+               "Explain recursion with an example in Java."],
+    "legal": ["Can I sue my landlord for not fixing the heater?", "Is it legal to fly a drone over a national park?",
+              "Do I need a lawyer for a small claims case?", "How do I write a will?",
+              "What are my rights if my employer doesn't pay overtime?"],
+    "medical": ["I twisted my ankle, should I see a doctor?", "What should I take for altitude sickness?",
+                "How do I treat a bee sting?", "Is this rash from poison ivy?",
+                "How much ibuprofen can I take at once?"],
+    "competitor": ["Is REI's return policy better than yours?", "Can you recommend a Patagonia jacket?",
+                   "Where can I buy a North Face tent cheaper?", "Do you price match Amazon?",
+                   "Which is better, Columbia or Arc'teryx boots?"],
+    "general": ["Who won the World Cup in 2018?", "What's the capital of Australia?",
+                "How far is the moon from Earth?", "Who wrote Pride and Prejudice?",
+                "How many bones are in the human body?"],
+    "homework": ["Solve 3x + 7 = 22 for me.", "Can you write my history essay on the Civil War?",
+                 "What's the derivative of x squared times sine x?", "Summarize chapter 4 of my biology textbook.",
+                 "Help me with my chemistry homework on moles."],
+    "travel": ["Book me a flight to Seattle next Friday.", "Can you reserve a campsite at Yosemite?",
+               "Find me a hotel in Moab for the weekend.", "What's the best hiking trail in Colorado?",
+               "Rent me a car in Salt Lake City."],
+    "finance": ["Should I buy Tesla stock?", "Is bitcoin a good investment right now?",
+                "How do I file my taxes?", "Can you lower my credit card interest rate?",
+                "What's a good savings account?"],
+    "creative": ["Write a poem about the ocean.", "Can you write a birthday message for my mom?",
+                 "Draft a cover letter for a marketing job.", "Translate 'good morning' into Japanese.",
+                 "Write a short story about a dragon."],
+    "personal": ["My girlfriend broke up with me, what should I do?", "What should I cook for dinner tonight?",
+                 "Can you help me plan my wedding?", "What movie should I watch tonight?",
+                 "How do I get my cat to stop scratching the couch?"],
+}
+REFUSAL_TOPICS = {
+    "weather": "weather forecasts", "joke": "jokes", "coding": "coding questions",
+    "legal": "legal advice", "medical": "medical advice", "competitor": "other stores' products",
+    "general": "general trivia", "homework": "homework", "travel": "travel bookings",
+    "finance": "financial advice", "creative": "writing requests", "personal": "personal advice",
+}
+REFUSAL_REPLIES = [
+    "Sorry, I can't help with {topic}. I can help with your Acme Outfitters orders, shipping, returns, refunds, account or products.",
+    "I'm only able to help with Acme Outfitters orders, returns, refunds, accounts and products, so I can't help with {topic}. Is there anything about an order I can do?",
+    "That's outside what I can do here; I don't handle {topic}. I'm happy to help with an order, a return, a refund or your account.",
+    "Sorry, {topic} isn't something I can help with. If you have a question about an Acme Outfitters order or product, just ask!",
+]
+
+# --------------------------------------------------------------------------
+# Tool results and assistant texts
+# --------------------------------------------------------------------------
+
+CARRIERS = ["UPS", "FedEx", "USPS", "DHL"]
+STATUS_TEXT = {"processing": "still processing", "shipped": "shipped", "delivered": "delivered",
+               "cancelled": "cancelled"}
+
+
+def _past_date(rng: random.Random, days: int = 60) -> str:
+    return (TODAY - _dt.timedelta(days=rng.randrange(1, days))).isoformat()
+
+
+def _future_date(rng: random.Random, days: int = 10) -> str:
+    return (TODAY + _dt.timedelta(days=rng.randrange(1, days))).isoformat()
+
+
+def _track_no(rng: random.Random) -> str:
+    return "1Z" + "".join(rng.choice("0123456789ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(16))
+
+
+def tool_result(tool: str, args: dict, pools: Pools, rng: random.Random, ctx: dict) -> dict:
+    """A plausible successful result for a call.  ``ctx`` can force fields."""
+    if tool == "check_order_status":
+        status = ctx.get("status") or rng.choice(["processing", "shipped", "shipped", "delivered", "delivered"])
+        res: dict[str, Any] = {"order_id": args["order_id"], "status": status, "placed_on": _past_date(rng),
+                               "total": _amount_value(pools.cents(rng, 1500, 60000))}
+        if status == "delivered":
+            res["delivered_on"] = _past_date(rng, 10)
+        if ctx.get("total_at_least") is not None:
+            res["total"] = max(res["total"], ctx["total_at_least"])
+        if args.get("include_items"):
+            k = rng.randrange(1, 4)
+            res["items"] = [{"name": pools.product(rng)[0], "quantity": rng.randrange(1, 3)} for _ in range(k)]
+        return res
+    if tool == "track_shipment":
+        status = rng.choice(["in_transit", "in_transit", "out_for_delivery", "delivered"])
+        res = {"order_id": args["order_id"], "carrier": rng.choice(CARRIERS), "tracking_number": _track_no(rng),
+               "status": status}
+        if status == "delivered":
+            res["delivered_on"] = _past_date(rng, 5)
+        else:
+            res["estimated_delivery"] = _future_date(rng, 7)
+        if args.get("include_history"):
+            res["history"] = [{"date": _past_date(rng, 8), "event": e}
+                              for e in ["Label created", "Picked up", "Arrived at hub"][: rng.randrange(2, 4)]]
+            res["history"].sort(key=lambda x: x["date"])
+        return res
+    if tool == "cancel_order":
+        return {"order_id": args["order_id"], "cancelled": True,
+                "refund_amount": _amount_value(pools.cents(rng, 1500, 40000))}
+    if tool == "initiate_return":
+        rma = pools.ref(rng, "RMA")
+        return {"return_id": rma, "order_id": args["order_id"],
+                "label_url": f"https://acme.example/returns/{rma}", "drop_off_by": _future_date(rng, 30)}
+    if tool == "submit_refund":
+        return {"refund_id": pools.ref(rng, "RF"), "order_id": args["order_id"], "amount": args["amount"],
+                "status": "approved", "expected_in_days": rng.choice([3, 5, 7, 10])}
+    if tool == "update_shipping_address":
+        addr = args["street"] + (f" Apt {args['apartment']}" if "apartment" in args else "")
+        return {"order_id": args["order_id"], "updated": True,
+                "address": f"{addr}, {args['city']} {args['postal_code']}"}
+    if tool == "search_products":
+        n = rng.randrange(1, 4)
+        base = args["query"]
+        adj = ["Acme", "Summit", "Ridgeline", "Basecamp", "Trailhead", "Alpine", "Canyon", "Timber"]
+        cap = args.get("max_price", 600)
+        results = []
+        for name in rng.sample(adj, n):
+            price = _amount_value(rng.randrange(int(min(cap, 40) * 30), int(cap * 100)) // 100 * 100 - 1)
+            results.append({"sku": pools.sku(rng), "name": f"{name} {base}", "price": price})
+        return {"results": results}
+    if tool == "check_product_availability":
+        in_stock = ctx.get("in_stock", rng.random() < 0.75)
+        res = {"sku": args["sku"]}
+        if "size" in args:
+            res["size"] = args["size"]
+        res["in_stock"] = in_stock
+        res["quantity"] = rng.randrange(1, 40) if in_stock else 0
+        if "postal_code" in args:
+            res["nearest_store"] = f"Acme {rng.choice(pools.cities)}" if in_stock else None
+        if not in_stock:
+            res["restock_date"] = _future_date(rng, 30)
+        return res
+    if tool == "get_account_details":
+        f, l = pools.name(rng)
+        return {"email": args["email"], "name": f"{f.capitalize()} {l.capitalize()}",
+                "member_since": (_dt.date(2016, 1, 1) + _dt.timedelta(days=rng.randrange(3000))).isoformat(),
+                "loyalty_points": rng.randrange(0, 5000), "status": "active"}
+    if tool == "update_account_email":
+        return {"updated": True, "email": args["new_email"]}
+    if tool == "reset_password":
+        return {"sent": True, "method": args.get("method", "email"), "expires_in_minutes": 30}
+    if tool == "apply_discount_code":
+        total = pools.cents(rng, 3000, 50000)
+        disc = min(total - 100, rng.randrange(300, 5000))
+        return {"order_id": args["order_id"], "code": args["code"], "applied": True,
+                "discount": _amount_value(disc), "new_total": _amount_value(total - disc)}
+    if tool == "list_recent_orders":
+        n = min(args.get("limit", 3), rng.randrange(1, 4))
+        orders = []
+        dates = sorted((_past_date(rng, 90) for _ in range(n)), reverse=True)
+        for i, d in enumerate(dates):
+            st = ctx.get("first_status") if i == 0 and ctx.get("first_status") else rng.choice(
+                ["processing", "shipped", "delivered", "delivered"])
+            orders.append({"order_id": pools.order_id(rng), "placed_on": d, "status": st,
+                           "total": _amount_value(pools.cents(rng, 1500, 40000))})
+        return {"orders": orders}
+    if tool == "escalate_to_human":
+        return {"ticket_id": pools.ref(rng, "TKT"), "queue": "support",
+                "expected_response": rng.choice(["within 24 hours", "within 4 hours", "within 1 business day"])}
+    if tool == "schedule_callback":
+        return {"confirmed": True, "reference": pools.ref(rng, "CB", 5), "date": args["date"],
+                "time_window": args["time_window"]}
+    raise KeyError(tool)
+
+
+def final_text(tool: str, args: dict, res: dict, rng: random.Random) -> str:
+    """One-sentence assistant answer summarising a successful result."""
+    if tool == "check_order_status":
+        s = f"Order {res['order_id']} is {STATUS_TEXT[res['status']]}"
+        if res["status"] == "delivered":
+            s += f"; it was delivered on {res['delivered_on']}."
+        else:
+            s += f" (placed on {res['placed_on']}, total {_money(res['total'])})."
+        if "items" in res:
+            items = ", ".join(f"{i['quantity']} x {i['name']}" for i in res["items"])
+            s += f" It contains {items}."
+        return s
+    if tool == "track_shipment":
+        if res["status"] == "delivered":
+            s = f"{res['carrier']} shows order {res['order_id']} as delivered on {res['delivered_on']}."
+        else:
+            st = "out for delivery" if res["status"] == "out_for_delivery" else "in transit"
+            s = (f"Order {res['order_id']} is {st} with {res['carrier']} (tracking {res['tracking_number']}), "
+                 f"expected by {res['estimated_delivery']}.")
+        if "history" in res:
+            s += " Events: " + "; ".join(f"{h['date']} {h['event']}" for h in res["history"]) + "."
+        return s
+    if tool == "cancel_order":
+        return (f"Order {res['order_id']} is cancelled, and {_money(res['refund_amount'])} will go back "
+                f"to your original payment method.")
+    if tool == "initiate_return":
+        return (f"Your return {res['return_id']} is set up. Print the label at {res['label_url']} "
+                f"and drop the package off by {res['drop_off_by']}.")
+    if tool == "submit_refund":
+        return (f"Done! Refund {res['refund_id']} for {_money(res['amount'])} on order {res['order_id']} "
+                f"is approved and should arrive within {res['expected_in_days']} business days.")
+    if tool == "update_shipping_address":
+        return f"Order {res['order_id']} will now ship to {res['address']}."
+    if tool == "search_products":
+        items = "; ".join(f"{r['name']} ({r['sku']}, {_money(r['price'])})" for r in res["results"])
+        return f"Here's what I found: {items}."
+    if tool == "check_product_availability":
+        size = f" in size {res['size']}" if "size" in res else ""
+        if res["in_stock"]:
+            s = f"Good news: {res['sku']}{size} is in stock ({res['quantity']} available)"
+            return s + (f", and {res['nearest_store']} has it." if res.get("nearest_store") else ".")
+        return f"Sorry, {res['sku']}{size} is out of stock; it should be back by {res['restock_date']}."
+    if tool == "get_account_details":
+        return (f"Your account ({res['name']}, {res['email']}) has been a member since {res['member_since']} "
+                f"and has {res['loyalty_points']} loyalty points.")
+    if tool == "update_account_email":
+        return f"Your account email is now {res['email']}."
+    if tool == "reset_password":
+        via = "text message" if res["method"] == "sms" else "email"
+        return f"I've sent a password reset link by {via} for {args['email']}; it expires in 30 minutes."
+    if tool == "apply_discount_code":
+        return (f"Code {res['code']} is applied to {res['order_id']}: you saved {_money(res['discount'])} "
+                f"and the new total is {_money(res['new_total'])}.")
+    if tool == "list_recent_orders":
+        lst = "; ".join(f"{o['order_id']} ({o['placed_on']}, {o['status']}, {_money(o['total'])})"
+                        for o in res["orders"])
+        return f"Here are your recent orders: {lst}."
+    if tool == "escalate_to_human":
+        return (f"I've passed this to a human agent (ticket {res['ticket_id']}); "
+                f"they'll get back to you {res['expected_response']}.")
+    if tool == "schedule_callback":
+        return (f"Your callback is booked for {res['date']} in the {res['time_window']} "
+                f"(reference {res['reference']}).")
+    raise KeyError(tool)
+
+
+# --------------------------------------------------------------------------
+# Conversation builder
+# --------------------------------------------------------------------------
+
+
+class Conv:
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.messages: list[dict] = [{"role": "system", "content": SYSTEM_PROMPT}]
+        self._ids: set[str] = set()
+
+    def user(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})
+
+    def say(self, text: str) -> None:
+        self.messages.append({"role": "assistant", "content": text})
+
+    def _new_id(self) -> str:
+        while True:
+            cid = "call_" + "".join(self.rng.choice(string.ascii_letters + string.digits) for _ in range(9))
+            if cid not in self._ids:
+                self._ids.add(cid)
+                return cid
+
+    def call(self, *calls: tuple[str, dict]) -> list[str]:
+        tcs, ids = [], []
+        for name, args in calls:
+            validate_call(name, args)
+            cid = self._new_id()
+            ids.append(cid)
+            tcs.append({"id": cid, "type": "function", "function": {"name": name, "arguments": args}})
+        self.messages.append({"role": "assistant", "content": None, "tool_calls": tcs})
+        return ids
+
+    def result(self, call_id: str, name: str, content: dict) -> None:
+        self.messages.append({"role": "tool", "tool_call_id": call_id, "name": name,
+                              "content": json.dumps(content, ensure_ascii=False)})
+
+
+class Generator:
+    def __init__(self, split: str, rng: random.Random):
+        self.split = split
+        self.rng = rng
+        self.pools = Pools(split)
+        sl = lambda key, items: split_list(key, items, split)  # noqa: E731
+        self.single = {t: sl("single:" + t, v) for t, v in SINGLE_TEMPLATES.items()}
+        self.par_same = {t: sl("parsame:" + t, v) for t, v in PARALLEL_SAME_TEMPLATES.items()}
+        self.missing = {t: sl("missing:" + t, v) for t, v in MISSING_TEMPLATES.items()}
+        self.followups = {g: sl("followup:" + g, v) for g, v in FOLLOWUPS.items()}
+        self.multi = {k: sl("multi:" + k, v) for k, v in MULTI_TEMPLATES.items()}
+        self.errors = {k: sl("error:" + k, v) for k, v in ERROR_TEMPLATES.items()}
+        self.refusals = {k: sl("refusal:" + k, v) for k, v in REFUSAL_PROMPTS.items()}
+        self.connectors = sl("connector", CONNECTORS)
+        self.prefixes = sl("prefix", PREFIXES)
+        self.suffixes = sl("suffix", SUFFIXES)
+        self.single_cycle: list[str] = []
+        self.pair_cycle: list[str] = []
+        self.missing_cycle: list[str] = []
+
+    # helpers ----------------------------------------------------------------
+    def _next(self, cycle_name: str, items: list[str]) -> str:
+        cyc = getattr(self, cycle_name)
+        if not cyc:
+            cyc.extend(items)
+            self.rng.shuffle(cyc)
+        return cyc.pop()
+
+    def decorate(self, core: str, prefix: bool = True, suffix: bool = True) -> str:
+        """Optionally add a greeting prefix / thanks suffix around a template."""
+        rng = self.rng
+        if prefix and rng.random() < 0.25:
+            pre = rng.choice(self.prefixes)
+            if pre.endswith(",") and core[:1].isalpha() and not (core.startswith("I ") or core.startswith("I'")):
+                core = core[0].lower() + core[1:]
+            core = pre + " " + core
+        if suffix and rng.random() < 0.18:
+            core = core + " " + rng.choice(self.suffixes)
+        return core
+
+    def user_turn(self, conv: Conv, template: str, ctx: dict | None = None,
+                  decorate: bool = True) -> dict[str, tuple]:
+        text, vals = render(self.decorate(template) if decorate else template, self.pools, self.rng, ctx)
+        conv.user(text)
+        return vals
+
+    def finish(self, conv: Conv, tool: str, args: dict, cid: str, ctx: dict | None = None) -> dict:
+        res = tool_result(tool, args, self.pools, self.rng, ctx or {})
+        conv.result(cid, tool, res)
+        conv.say(final_text(tool, args, res, self.rng))
+        return res
+
+    # kinds -------------------------------------------------------------------
+    def single_call(self) -> Conv:
+        conv = Conv(self.rng)
+        tool = self._next("single_cycle", TOOL_NAMES)
+        template, fixed = self.rng.choice(self.single[tool])
+        vals = self.user_turn(conv, template)
+        args = args_from(tool, vals, fixed=fixed)
+        (cid,) = conv.call((tool, args))
+        if self.rng.random() < 0.7:
+            self.finish(conv, tool, args, cid)
+        return conv
+
+    def parallel(self) -> Conv:
+        conv = Conv(self.rng)
+        rng = self.rng
+        if rng.random() < 0.5:
+            tool = rng.choice(sorted(self.par_same))
+            vals = self.user_turn(conv, rng.choice(self.par_same[tool]))
+            calls = [(tool, args_from(tool, vals)), (tool, args_from(tool, vals, suffix="_b"))]
+        else:
+            t1 = self._next("pair_cycle", TOOL_NAMES)
+            t2 = self._next("pair_cycle", TOOL_NAMES)
+            while t2 == t1:
+                t2 = rng.choice(TOOL_NAMES)
+            (a, fa), (b, fb) = rng.choice(self.single[t1]), rng.choice(self.single[t2])
+            conn = rng.choice(self.connectors)
+            if b[:1].isalpha() and not (b.startswith("I ") or b.startswith("I'")):
+                b = b[0].lower() + b[1:]
+            ctx1: dict = {}
+            ctx2: dict = {}
+            text1, v1 = render(self.decorate(a, suffix=False), self.pools, rng, ctx1)
+            text2, v2 = render(self.decorate(b, prefix=False), self.pools, rng, ctx2, noise=rng.random() < 0.5)
+            if text1[-1:] not in ".?!":
+                text1 += "."
+            conv.user(f"{text1} {conn} {text2}")
+            calls = [(t1, args_from(t1, v1, fixed=fa)), (t2, args_from(t2, v2, fixed=fb))]
+        ids = conv.call(*calls)
+        if rng.random() < 0.15:
+            return conv  # ends at the parallel call
+        texts = []
+        for (tool, args), cid in zip(calls, ids):
+            res = tool_result(tool, args, self.pools, rng, {})
+            conv.result(cid, tool, res)
+            texts.append(final_text(tool, args, res, rng))
+        conv.say(" ".join(texts))
+        return conv
+
+    def missing_argument(self) -> Conv:
+        conv = Conv(self.rng)
+        rng = self.rng
+        tool = self._next("missing_cycle", TOOL_NAMES)
+        template, group = rng.choice(self.missing[tool])
+        ctx: dict = {}
+        vals = self.user_turn(conv, template, ctx)
+        conv.say(rng.choice(ASKS[group]))
+        if rng.random() < 0.35:
+            return conv  # ends with the clarifying question
+        f_text, f_vals = render(rng.choice(self.followups[group]), self.pools, rng, ctx,
+                                noise=rng.random() < 0.5)
+        conv.user(f_text)
+        vals = {**vals, **f_vals}
+        args = args_from(tool, vals)
+        (cid,) = conv.call((tool, args))
+        if rng.random() < 0.7:
+            self.finish(conv, tool, args, cid)
+        return conv
+
+    def refusal(self) -> Conv:
+        conv = Conv(self.rng)
+        rng = self.rng
+        cat = rng.choice(sorted(self.refusals))
+        prompt = rng.choice(self.refusals[cat])
+        text, _ = render(self.decorate(prompt), self.pools, rng)
+        conv.user(text)
+        conv.say(rng.choice(REFUSAL_REPLIES).format(topic=REFUSAL_TOPICS[cat]))
+        return conv
+
+    def multi_step(self) -> Conv:
+        conv = Conv(self.rng)
+        rng = self.rng
+        scen = rng.choice(sorted(self.multi))
+        ctx: dict = {}
+        vals = self.user_turn(conv, rng.choice(self.multi[scen]), ctx)
+        if scen.startswith("status_"):
+            oid = vals["order_id"][1]
+            s_args = {"order_id": oid}
+            want = {"status_refund": "delivered", "status_track": "shipped", "status_cancel": "processing",
+                    "status_return": "delivered", "status_discount": "processing"}[scen]
+            rctx: dict = {"status": want}
+            if scen == "status_refund":
+                rctx["total_at_least"] = vals["amount"][1]
+            (cid,) = conv.call(("check_order_status", s_args))
+            sres = tool_result("check_order_status", s_args, self.pools, rng, rctx)
+            conv.result(cid, "check_order_status", sres)
+            tool = {"status_refund": "submit_refund", "status_track": "track_shipment",
+                    "status_cancel": "cancel_order", "status_return": "initiate_return",
+                    "status_discount": "apply_discount_code"}[scen]
+            args = args_from(tool, vals)
+            (cid2,) = conv.call((tool, args))
+            res = tool_result(tool, args, self.pools, rng, {})
+            conv.result(cid2, tool, res)
+            lead = {"delivered": f"Order {oid} was delivered on {sres.get('delivered_on')}.",
+                    "shipped": f"Order {oid} has shipped.",
+                    "processing": f"Order {oid} was still processing."}[want]
+            conv.say(lead + " " + final_text(tool, args, res, rng))
+            return conv
+        if scen == "list_track":
+            l_args = args_from("list_recent_orders", vals)
+            (cid,) = conv.call(("list_recent_orders", l_args))
+            lres = tool_result("list_recent_orders", l_args, self.pools, rng, {"first_status": "shipped"})
+            conv.result(cid, "list_recent_orders", lres)
+            latest = lres["orders"][0]["order_id"]
+            t_args = {"order_id": latest}
+            (cid2,) = conv.call(("track_shipment", t_args))
+            res = tool_result("track_shipment", t_args, self.pools, rng, {})
+            conv.result(cid2, "track_shipment", res)
+            conv.say(f"Your latest order is {latest}. " + final_text("track_shipment", t_args, res, rng))
+            return conv
+        if scen == "search_availability":
+            q_args = args_from("search_products", vals)
+            (cid,) = conv.call(("search_products", q_args))
+            sres = tool_result("search_products", q_args, self.pools, rng, {})
+            conv.result(cid, "search_products", sres)
+            top = sres["results"][0]
+            a_args = {"sku": top["sku"], "size": vals["size"][1]}
+            (cid2,) = conv.call(("check_product_availability", a_args))
+            res = tool_result("check_product_availability", a_args, self.pools, rng, {})
+            conv.result(cid2, "check_product_availability", res)
+            conv.say(f"The best match is the {top['name']} at {_money(top['price'])}. "
+                     + final_text("check_product_availability", a_args, res, rng))
+            return conv
+        if scen == "account_update":
+            g_args = args_from("get_account_details", {"email": ("email", vals["current_email"][1])})
+            (cid,) = conv.call(("get_account_details", g_args))
+            gres = tool_result("get_account_details", g_args, self.pools, rng, {})
+            conv.result(cid, "get_account_details", gres)
+            u_args = args_from("update_account_email", vals)
+            (cid2,) = conv.call(("update_account_email", u_args))
+            res = tool_result("update_account_email", u_args, self.pools, rng, {})
+            conv.result(cid2, "update_account_email", res)
+            conv.say(f"I found your account, {gres['name'].split()[0]}. "
+                     + final_text("update_account_email", u_args, res, rng))
+            return conv
+        if scen == "account_reset":
+            g_args = args_from("get_account_details", {"email": vals["email"]})
+            (cid,) = conv.call(("get_account_details", g_args))
+            gres = tool_result("get_account_details", g_args, self.pools, rng, {})
+            conv.result(cid, "get_account_details", gres)
+            r_args = args_from("reset_password", vals)
+            (cid2,) = conv.call(("reset_password", r_args))
+            res = tool_result("reset_password", r_args, self.pools, rng, {})
+            conv.result(cid2, "reset_password", res)
+            conv.say(f"I found your account, {gres['name'].split()[0]}. "
+                     + final_text("reset_password", r_args, res, rng))
+            return conv
+        raise KeyError(scen)
+
+    def tool_error(self) -> Conv:
+        conv = Conv(self.rng)
+        rng = self.rng
+        mode = rng.choice(["alt_order", "alt_email", "alt_code", "alt_window", "transient", "transient",
+                           "refund_review", "refund_cap", "cancel_shipped", "address_shipped"])
+        if mode.startswith("alt_"):
+            ctx: dict = {}
+            vals = self.user_turn(conv, rng.choice(self.errors[mode]), ctx)
+            tool = {"alt_order": rng.choice(["check_order_status", "track_shipment"]),
+                    "alt_email": "get_account_details", "alt_code": "apply_discount_code",
+                    "alt_window": "schedule_callback"}[mode]
+            first = args_from(tool, vals)
+            second = dict(first)
+            second.update(args_from(tool, {**vals, **{k[:-2]: v for k, v in vals.items() if k.endswith("_b")}}))
+            assert first != second
+            err = {
+                "alt_order": {"error": "order_not_found", "message": f"No order found with id {first.get('order_id')}."},
+                "alt_email": {"error": "account_not_found", "message": f"No account registered to {first.get('email')}."},
+                "alt_code": {"error": "code_expired", "message": f"Code {first.get('code')} has expired."},
+                "alt_window": {"error": "no_availability",
+                               "message": f"No {first.get('time_window')} slots on {first.get('date')}."},
+            }[mode]
+            (cid,) = conv.call((tool, first))
+            conv.result(cid, tool, err)
+            (cid2,) = conv.call((tool, second))
+            res = tool_result(tool, second, self.pools, rng, {})
+            conv.result(cid2, tool, res)
+            why = {"alt_order": f"I couldn't find {first.get('order_id')}, but the other number worked.",
+                   "alt_email": f"There's no account under {first.get('email')}, but I found one under {second.get('email')}.",
+                   "alt_code": f"{first.get('code')} has expired, so I used {second.get('code')} instead.",
+                   "alt_window": f"The {first.get('time_window')} was full, so I booked the {second.get('time_window')}."}[mode]
+            conv.say(why + " " + final_text(tool, second, res, rng))
+            return conv
+        if mode == "transient":
+            tool = rng.choice(["check_order_status", "track_shipment", "search_products", "get_account_details",
+                               "list_recent_orders", "check_product_availability", "submit_refund",
+                               "reset_password"])
+            template, fixed = rng.choice(self.single[tool])
+            vals = self.user_turn(conv, template)
+            args = args_from(tool, vals, fixed=fixed)
+            (cid,) = conv.call((tool, args))
+            conv.result(cid, tool, {"error": "service_unavailable",
+                                    "message": "Temporary outage, please retry.", "retryable": True})
+            (cid2,) = conv.call((tool, args))
+            self.finish(conv, tool, args, cid2)
+            return conv
+        if mode in ("refund_review", "refund_cap"):
+            template, fixed = rng.choice(self.single["submit_refund"])
+            vals = self.user_turn(conv, template)
+            args = args_from("submit_refund", vals, fixed=fixed)
+            (cid,) = conv.call(("submit_refund", args))
+            amount = args["amount"]
+            if mode == "refund_cap" and amount >= 5:
+                cap_cents = rng.randrange(max(100, int(amount * 100) // 4), int(amount * 100))
+                cap = _amount_value(cap_cents)
+                conv.result(cid, "submit_refund", {"error": "amount_exceeds_order_total",
+                                                   "message": f"Order total is {_money(cap)}.",
+                                                   "max_refundable": cap})
+                args2 = dict(args)
+                args2["amount"] = cap
+                (cid2,) = conv.call(("submit_refund", args2))
+                res = tool_result("submit_refund", args2, self.pools, rng, {})
+                conv.result(cid2, "submit_refund", res)
+                conv.say(f"{_money(amount)} is more than the order total, so I refunded the maximum of "
+                         f"{_money(cap)}. " + final_text("submit_refund", args2, res, rng))
+                return conv
+            conv.result(cid, "submit_refund", {"error": "requires_manual_review",
+                                               "message": "This refund needs approval from a specialist."})
+            e_args = {"summary": f"Refund of {_money(amount)} on {args['order_id']} needs manual review",
+                      "priority": "normal", "order_id": args["order_id"]}
+            (cid2,) = conv.call(("escalate_to_human", e_args))
+            res = tool_result("escalate_to_human", e_args, self.pools, rng, {})
+            conv.result(cid2, "escalate_to_human", res)
+            conv.say("That refund needs a specialist's approval. " + final_text("escalate_to_human", e_args, res, rng))
+            return conv
+        tool = "cancel_order" if mode == "cancel_shipped" else "update_shipping_address"
+        template, fixed = rng.choice(self.single[tool])
+        vals = self.user_turn(conv, template)
+        args = args_from(tool, vals, fixed=fixed)
+        (cid,) = conv.call((tool, args))
+        conv.result(cid, tool, {"error": "order_already_shipped",
+                                "message": f"Order {args['order_id']} has already shipped."})
+        what = "cancel" if tool == "cancel_order" else "change the address of"
+        e_args = {"summary": f"Customer wants to {what} {args['order_id']} but it already shipped",
+                  "priority": rng.choice(["normal", "high"]), "order_id": args["order_id"]}
+        (cid2,) = conv.call(("escalate_to_human", e_args))
+        res = tool_result("escalate_to_human", e_args, self.pools, rng, {})
+        conv.result(cid2, "escalate_to_human", res)
+        conv.say(f"Order {args['order_id']} has already shipped, so I can't {what} it myself. "
+                 + final_text("escalate_to_human", e_args, res, rng))
+        return conv
+
+    def make(self, kind: str) -> Conv:
+        return getattr(self, kind)()
+
+
+def _kind_plan(n: int, rng: random.Random) -> list[str]:
+    counts = {k: int(round(n * s)) for k, s in KIND_SHARES}
+    counts["single_call"] += n - sum(counts.values())
+    if n >= len(KINDS):  # every kind present
+        for k in KINDS:
+            if counts[k] == 0:
+                counts[k] = 1
+                counts["single_call"] -= 1
+    plan = [k for k in KINDS for _ in range(counts[k])]
+    rng.shuffle(plan)
+    return plan
+
+
+def _user_texts(conv: dict) -> list[str]:
+    return [m["content"] for m in conv["messages"] if m["role"] == "user"]
+
+
+def tools_used(conv: dict) -> list[str]:
+    names = {tc["function"]["name"] for m in conv["messages"] if m.get("tool_calls")
+             for tc in m["tool_calls"]}
+    return sorted(names)
+
+
+def check_conversation(conv: dict) -> None:
+    msgs = conv["messages"]
+    assert msgs[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert msgs[-1]["role"] == "assistant"
+    pending: dict[str, str] = {}
+    seen_ids: set[str] = set()
+    for m in msgs[1:]:
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            assert m["content"] is None
+            for tc in m["tool_calls"]:
+                assert tc["id"] not in seen_ids
+                seen_ids.add(tc["id"])
+                pending[tc["id"]] = tc["function"]["name"]
+                validate_call(tc["function"]["name"], tc["function"]["arguments"])
+        elif m["role"] == "tool":
+            assert pending.pop(m["tool_call_id"]) == m["name"]
+            json.loads(m["content"])
+        else:
+            assert m["role"] in ("user", "assistant") and isinstance(m["content"], str) and m["content"]
+
+
+def _norm_text(s: str) -> str:
+    """Lowercase, collapse whitespace, strip (the validator's text normalization)."""
+    return re.sub(r"\s+", " ", s.strip().lower())
+
+
+def messages_key(messages: list[dict]) -> str:
+    """Normalized dump of ``messages``: two conversations with equal keys are duplicates."""
+    return _norm_text(json.dumps(messages, sort_keys=True, ensure_ascii=False))
+
+
+def first_user_key(conv: dict) -> str:
+    """Normalized first user turn (the validator's eval-leak key)."""
+    return _norm_text(next((m["content"] for m in conv["messages"] if m["role"] == "user"), ""))
+
+
+def _gen_split(split: str, n: int, rng: random.Random, seen: set[str],
+               forbidden: set[str] | None = None) -> list[dict]:
+    """Generate ``n`` conversations, resampling any whose normalized ``messages``
+    dump is already in ``seen`` (shared across splits, updated in place) or
+    whose normalized user turns are in ``forbidden``."""
+    gen = Generator(split, rng)
+    out = []
+    for i, kind in enumerate(_kind_plan(n, rng), 1):
+        for _attempt in range(1000):
+            conv = {"id": f"cs-{split}-{i:06d}", "kind": kind, "messages": gen.make(kind).messages}
+            if messages_key(conv["messages"]) in seen:
+                continue
+            if forbidden and any(_norm_text(t) in forbidden for t in _user_texts(conv)):
+                continue
+            break
+        else:  # pragma: no cover
+            raise RuntimeError(f"could not generate a new {kind} conversation for {split}")
+        check_conversation(conv)
+        seen.add(messages_key(conv["messages"]))
+        out.append(conv)
+    return out
+
+
+def tool_counts(convs: list[dict]) -> dict[str, int]:
+    counts = {t: 0 for t in TOOL_NAMES}
+    for c in convs:
+        for t in tools_used(c):
+            counts[t] += 1
+    return counts
+
+
+def generate(seed: int = 0, n_train: int = DEFAULT_TRAIN, n_eval: int = DEFAULT_EVAL) -> tuple[list[dict], list[dict]]:
+    """Generate (train, eval) conversations deterministically from ``seed``."""
+    seen: set[str] = set()  # normalized messages dumps, across both splits
+    train = _gen_split("train", n_train, random.Random(f"tooltune-cs-{seed}-train"), seen)
+    forbidden = {_norm_text(t) for c in train for t in _user_texts(c)}
+    evals = _gen_split("eval", n_eval, random.Random(f"tooltune-cs-{seed}-eval"), seen, forbidden)
+    if n_train >= DEFAULT_TRAIN:
+        low = {t: n for t, n in tool_counts(train).items() if n < MIN_TRAIN_PER_TOOL}
+        assert not low, f"tools with < {MIN_TRAIN_PER_TOOL} train conversations: {low}"
+    return train, evals
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
+
+
+def _dump_jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _write_atomic(path: str, text: str) -> str:
+    data = text.encode("utf-8")
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(out_dir: str | os.PathLike, seed: int = 0, n_train: int = DEFAULT_TRAIN,
+          n_eval: int = DEFAULT_EVAL) -> dict[str, str]:
+    """Write tools.json, train.jsonl and eval.jsonl into ``out_dir``; return their sha256."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    train, evals = generate(seed, n_train, n_eval)
+    return {
+        "tools.json": _write_atomic(os.path.join(out_dir, "tools.json"),
+                                    json.dumps(TOOLS, ensure_ascii=False, indent=2) + "\n"),
+        "train.jsonl": _write_atomic(os.path.join(out_dir, "train.jsonl"), _dump_jsonl(train)),
+        "eval.jsonl": _write_atomic(os.path.join(out_dir, "eval.jsonl"), _dump_jsonl(evals)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.datagen", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="data/customer_service")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", type=int, default=DEFAULT_TRAIN)
+    ap.add_argument("--eval", type=int, default=DEFAULT_EVAL)
+    a = ap.parse_args(argv)
+    hashes = write(a.out, seed=a.seed, n_train=a.train, n_eval=a.eval)
+    for name, h in hashes.items():
+        print(f"{h}  {os.path.join(a.out, name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Stage 6, evaluate: base model vs tuned (merged) model on the held-out eval split.
+
+    python -m pipeline.evaluate --recipe smollm2-135m-tools
+    make eval ARGS="data.eval=OTHER.jsonl"      # score any canonical file without retraining
+
+For every assistant turn of the eval conversations, prompt with the conversation before it (the
+run's template, batched greedy generation), parse the reply with the run's tool-call parser, and
+score: tool selection (right tool names), arguments (equal after JSON canonicalization),
+schema-valid calls, refusals (text where the reference is text), parallel calls (exact set), parse
+failures. The tuned model is the merged export, as served. Writes runs/<RUN>/eval/report.json and
+report.md (table, the article's targets as pass/fail, failure examples).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+from rich.table import Table
+
+from pipeline.chat import Chat, adapt, parse
+from pipeline.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+                             write_sidecar, write_text_atomic)
+from pipeline.generation import greedy
+from pipeline.models import load_tokenizer, resolve
+from pipeline.recipe import Recipe
+
+STAGE = "evaluate"
+# The seed article's targets for a tool-calling fine-tune.
+TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
+METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "parallel", "parse_failures")
+
+
+def canon(args) -> str:
+    return json.dumps(args, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dict]:
+    """One item per assistant turn (as the template sees it): the prompt messages and the reference."""
+    items = []
+    for r in records:
+        msgs = adapt(r["messages"], fmt)
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"] if isinstance(
+                c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"])}
+                for c in m.get("tool_calls") or []]
+            items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
+                          "reference": {"calls": calls, "text": m.get("content") or ""}})
+    if max_turns is not None and len(items) > max_turns:
+        step = len(items) / max_turns  # spread over the whole file, not its first conversations
+        items = [items[int(k * step)] for k in range(max_turns)]
+    return items
+
+
+def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict]]:
+    n_call = n_text = n_par = 0
+    sel = args_ok = refus = par = fails = 0
+    pred_calls = valid_calls = 0
+    failures = []
+    for item, text in zip(items, outputs):
+        p = parse(text, fmt)
+        ref = item["reference"]["calls"]
+        schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in item["tools"]}
+        if p.error:
+            fails += 1
+        for c in p.calls:
+            pred_calls += 1
+            if c["name"] in schemas and not any(Draft202012Validator(schemas[c["name"]]).iter_errors(c["arguments"])):
+                valid_calls += 1
+        ok = True
+        if ref:
+            n_call += 1
+            names_ok = Counter(c["name"] for c in p.calls) == Counter(c["name"] for c in ref)
+            exact = Counter((c["name"], canon(c["arguments"])) for c in p.calls) == Counter(
+                (c["name"], canon(c["arguments"])) for c in ref)
+            sel += names_ok
+            args_ok += exact
+            if len(ref) > 1:
+                n_par += 1
+                par += exact
+            ok = exact
+        else:
+            n_text += 1
+            no_call = not p.calls and not p.error
+            refus += no_call
+            ok = no_call
+        if not ok:
+            failures.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"],
+                             "expected": ref or item["reference"]["text"], "produced": text.strip(),
+                             "parse_error": p.error})
+    m = {
+        "tool_selection": sel / n_call if n_call else None,
+        "arguments": args_ok / n_call if n_call else None,
+        "schema_valid": valid_calls / pred_calls if pred_calls else None,
+        "refusal": refus / n_text if n_text else None,
+        "parallel": par / n_par if n_par else None,
+        "parse_failures": fails / len(items) if items else None,
+        "turns": len(items), "call_turns": n_call, "text_turns": n_text, "parallel_turns": n_par,
+    }
+    return m, failures
+
+
+def generate(model, tok, chat: Chat, items: list[dict], recipe: Recipe, label: str) -> list[str]:
+    """Greedy replies (shared prompt prefix computed once), decoded up to the end-of-turn token."""
+    import contextlib
+
+    import torch
+
+    from pipeline.backends import cpu_has_bf16, cuda_available
+
+    prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
+    eot_id = tok.convert_tokens_to_ids(chat.eot)
+    use_bf16 = recipe.cpu_bf16 and not cuda_available() and cpu_has_bf16()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    with ctx:
+        ids = greedy(model, tok, prompts, eot_id, recipe.eval.max_new_tokens, recipe.eval.batch_size, label=label)
+    return [tok.decode([t for t in row if t not in (eot_id, tok.pad_token_id)], skip_special_tokens=False) for row in ids]
+
+
+def load_model(path: str, recipe: Recipe):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.backends import cuda_available
+
+    on_gpu = cuda_available()
+    kwargs = dict(dtype=torch.bfloat16 if on_gpu else torch.float32, use_safetensors=True,
+                  trust_remote_code=recipe.trust_remote_code)
+    if on_gpu:
+        kwargs["device_map"] = {"": 0}
+    if recipe.load_in_4bit and on_gpu and path != "merged":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=True,
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model.eval()
+    return model
+
+
+def run(recipe: Recipe, run_dir: Path) -> Path:
+    started = time.time()
+    out = run_dir / "eval"
+    merged = run_dir / "merged"
+    if not (merged / "stage.json").is_file():
+        raise StageError(f"run the export stage first: {rel(merged)} is missing or incomplete (make export).")
+    vdir = run_dir / "validate"
+    inputs = [vdir / "eval.jsonl", merged / "stage.json"]
+    fp = fingerprint(recipe, STAGE, inputs)
+    if up_to_date(out, fp):
+        console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
+        return out / "report.json"
+
+    from pipeline.validate import load_split
+
+    tok = load_tokenizer(recipe)
+    chat = Chat.for_recipe(recipe, tok)
+    records = load_split(run_dir, "eval")
+    if not records:
+        raise StageError("the eval split is empty: set data.eval or a larger data.eval_fraction.")
+    items = eval_items(records, chat.fmt, recipe.eval.max_turns)
+    console.print(f"evaluate: {len(items)} assistant turns from {len(records)} held-out conversations, parser {chat.fmt}")
+
+    rows = {}
+    failures = {}
+    timing = {}
+    models = [("tuned", str(merged))]
+    if recipe.eval.base:
+        models.insert(0, ("base", resolve(recipe.model, "model")))
+    for label, path in models:
+        model = load_model(path, recipe)
+        t0 = time.time()
+        outputs = generate(model, tok, chat, items, recipe, label)
+        timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
+        rows[label], failures[label] = score(items, outputs, chat.fmt)
+        del model
+
+    report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "targets": TARGETS,
+              "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
+              "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
+              "failures": failures["tuned"][: recipe.eval.failures_shown]}
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", markdown(recipe, report))
+    show(report)
+    write_sidecar(out, STAGE, recipe, inputs, fp, started, {k: rows["tuned"][k] for k in METRICS})
+    return out / "report.json"
+
+
+def fmt_pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def markdown(recipe: Recipe, r: dict) -> str:
+    lines = [f"# Evaluation: {recipe.name}", "",
+             f"{r['turns']} assistant turns from {r['conversations']} held-out conversations; parser `{r['tool_format']}`; "
+             "tuned = the merged 16-bit export.", "",
+             "| metric | base | tuned | target | pass |", "|---|---|---|---|---|"]
+    for k in METRICS:
+        target = TARGETS.get(k)
+        passed = "" if target is None else ("PASS" if r["pass"][k] else "FAIL")
+        base = fmt_pct(r["base"][k]) if r["base"] else "-"
+        lines.append(f"| {k} | {base} | {fmt_pct(r['tuned'][k])} | {'' if target is None else f'>= {target:.0%}'} | {passed} |")
+    lines += ["", f"Turns with a reference call: {r['tuned']['call_turns']}, with a text reference: "
+              f"{r['tuned']['text_turns']}, parallel: {r['tuned']['parallel_turns']}.", "", "## Failures (tuned)", ""]
+    for f in r["failures"]:
+        lines += [f"- `{f['id']}` turn {f['turn']} ({f['kind']}): expected `{json.dumps(f['expected'], ensure_ascii=False)}`",
+                  f"  produced `{f['produced'][:300]}`" + (f" ({f['parse_error']})" if f["parse_error"] else "")]
+    return "\n".join(lines) + "\n"
+
+
+def show(r: dict) -> None:
+    t = Table(title=f"tool-calling accuracy on {r['turns']} held-out turns")
+    for c in ("metric", "base", "tuned", "target"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for k in METRICS:
+        target = TARGETS.get(k)
+        mark = "" if target is None else (" [green]pass[/]" if r["pass"][k] else " [red]fail[/]")
+        t.add_row(k, fmt_pct(r["base"][k]) if r["base"] else "-", fmt_pct(r["tuned"][k]) + mark,
+                  "" if target is None else f">= {target:.0%}")
+    console.print(t)
+
+
+def main(argv=None):
+    stage_main(STAGE, run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,807 @@
+"""Importers from other people's tool-calling dataset formats into tooltune's canonical form.
+
+Canonical record (one JSON object per line)::
+
+    {"messages": [...OpenAI chat messages...], "tools": [{"type": "function", "function": {...}}]}
+
+Assistant tool calls are ``{"role": "assistant", "content": None, "tool_calls": [{"id": "call_0",
+"type": "function", "function": {"name": ..., "arguments": {...dict...}}}]}`` and tool results are
+``{"role": "tool", "tool_call_id": "call_0", "name": ..., "content": str}``.
+
+Command line::
+
+    python -m pipeline.formats sharegpt|glaive        IN OUT
+    python -m pipeline.formats openai-legacy|toolbench IN OUT
+    python -m pipeline.formats bfcl QUESTIONS OUT [--answers ANSWERS]
+
+IN may be a ``.json`` file (a list of records or one record), a JSON Lines file (any
+extension) or a directory (every ``*.json``/``*.jsonl`` under it, sorted). OUT is written
+atomically. Records that cannot be converted go to ``OUT.rejects.jsonl`` as
+``{"source": IN, "index": i, "raw": <original>, "errors": [{"code", "message", "fix"}]}``
+(plus ``"file"`` when IN is a directory); nothing is dropped silently.
+
+Format notes
+------------
+sharegpt / glaive (LLaMA-Factory): ``conversations: [{from, value}]`` with ``human``,
+``gpt``, ``function_call`` (JSON ``{"name", "arguments"}``, or a list of them for parallel
+calls), ``observation`` and optionally ``system``; ``tools`` is a JSON string (or list);
+``system`` a string. ``role``/``content`` keys are accepted too. Call ids are generated
+(``call_0``, ``call_1``, ... per conversation); each observation answers the oldest
+unanswered call.
+
+openai-legacy / toolbench: ``{"messages": [...], "functions": [...]}`` (or ``tools``), with
+assistant ``function_call: {"name", "arguments": str}`` and ``role: "function"`` results.
+ToolBench answer files (``answer/G*_answer/*.json``) are recognised by their
+``answer_generation`` key: the trajectory is the longest list in
+``answer_generation.train_messages`` (the others are its prefixes) and the function list is
+``answer_generation.function``. ToolBench specifics:
+
+- a ``Finish`` call with ``return_type: "give_answer"`` becomes a plain assistant text answer
+  containing ``final_answer`` (an assistant text turn directly before it is replaced by it,
+  since ToolBench shows only the final answer to the user), and ``Finish`` is removed from the
+  tool list;
+- trajectories ending in ``Finish(return_type="give_up_and_restart")`` are rejected
+  (``toolbench_give_up``); answer files without ``train_messages`` (ToolBench marks them
+  ``valid_data: false``) are rejected (``toolbench_no_trajectory``);
+- the "Thought" text that ToolBench attaches to a ``function_call`` message is dropped
+  (canonical tool-call turns have ``content: null``);
+- the DFS "This is not the first time you try this task..." user turns are kept as they are;
+- non-standard schema keys are tidied: ``optional`` is dropped (its names are made
+  non-required) and ``example_value`` becomes ``examples: [value]``.
+
+bfcl: questions ``{"id", "question": [[{"role", "content"}, ...]], "function": [...]}``
+(a single turn; ``question`` may also be a plain string) and answers
+``{"id", "ground_truth": [{"func_name": {"param": [acceptable values]}}]}``. BFCL types are
+mapped to JSON Schema recursively (dict->object, float->number, tuple->array, any->no type
+constraint). Each ground-truth entry becomes one tool call in a single assistant turn (the
+last turn of the record; its calls have no results). For each parameter the first
+acceptable value is used; if that first option is ``""`` ("may be omitted") the parameter
+is left out (dict arguments, whose values are again lists of options, are resolved the
+same way). Names are kept as they are, dots included. Questions without ground truth are
+rejected (``bfcl_no_answer``).
+
+Every converted record is checked with :func:`validate_canonical`; a failure is a reject.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+__all__ = [
+    "FORMATS",
+    "import_sharegpt",
+    "import_openai_legacy",
+    "import_bfcl",
+    "bfcl_types_to_json_schema",
+    "validate_canonical",
+    "load_records",
+    "load_bfcl_answers",
+    "convert",
+    "main",
+]
+
+Result = tuple[dict | None, list[dict]]
+
+
+def _err(code: str, message: str, fix: str) -> dict:
+    return {"code": code, "message": message, "fix": fix}
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _as_tool(entry: Any) -> tuple[dict | None, str | None]:
+    """Normalise a tool/function declaration to ``{"type": "function", "function": {...}}``."""
+    if not isinstance(entry, dict):
+        return None, f"tool entry is {type(entry).__name__}, not an object"
+    fn = entry["function"] if entry.get("type") == "function" and isinstance(entry.get("function"), dict) else entry
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        return None, "tool entry has no name"
+    params = fn.get("parameters")
+    if params is None:
+        params = {"type": "object", "properties": {}}
+    if not isinstance(params, dict):
+        return None, f"parameters of {name!r} is {type(params).__name__}, not an object"
+    out = {"name": name, "description": fn.get("description") or "", "parameters": params}
+    if not isinstance(out["description"], str):
+        out["description"] = json.dumps(out["description"], ensure_ascii=False)
+    return {"type": "function", "function": out}, None
+
+
+def _tools_from(value: Any, *, what: str) -> tuple[list[dict], list[dict]]:
+    if value is None or value == "":
+        return [], []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            return [], [_err("bad_tools", f"{what} is not valid JSON: {e}", "store the tool list as a JSON array of function schemas")]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return [], [_err("bad_tools", f"{what} is {type(value).__name__}, not a list", "store the tool list as a JSON array")]
+    tools, errors, seen = [], [], set()
+    for entry in value:
+        tool, problem = _as_tool(entry)
+        if problem:
+            errors.append(_err("bad_tools", f"{what}: {problem}", "give every tool a name and an object 'parameters'"))
+            continue
+        name = tool["function"]["name"]
+        if name in seen:
+            continue  # exact re-declarations are common; keep the first
+        seen.add(name)
+        tools.append(tool)
+    return tools, errors
+
+
+def _parse_arguments(args: Any, name: str) -> tuple[dict | None, dict | None]:
+    if args is None or args == "":
+        return {}, None
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as e:
+            return None, _err("bad_arguments", f"arguments of {name!r} are not valid JSON: {e}", "make arguments a JSON object")
+    if not isinstance(args, dict):
+        return None, _err("bad_arguments", f"arguments of {name!r} are {type(args).__name__}, not an object", "make arguments a JSON object")
+    return args, None
+
+
+def _content_str(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _Calls:
+    """Generates call ids and tracks calls awaiting a result."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.pending: list[dict] = []  # tool_call dicts, oldest first
+
+    def new(self, name: str, arguments: dict) -> dict:
+        call = {"id": f"call_{self.n}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        self.n += 1
+        self.pending.append(call)
+        return call
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_canonical(record: Any) -> list[dict]:
+    """Structural check of a canonical record; returns a list of errors (empty when fine).
+
+    Checks: tools well-formed with unique names; roles known; every tool call is declared,
+    has a unique id and a dict of arguments; every tool message answers a call of the
+    assistant turn before it (right id and name) and every call is answered before the next
+    non-tool message (calls in the final turn may be unanswered); at least one user turn;
+    the conversation ends with an assistant turn.
+    """
+    errors: list[dict] = []
+    fix = "this is an importer bug or a malformed source record"
+
+    def bad(code: str, msg: str) -> None:
+        errors.append(_err(code, msg, fix))
+
+    if not isinstance(record, dict):
+        return [_err("invalid_canonical", "record is not an object", fix)]
+    tools, messages = record.get("tools"), record.get("messages")
+    if not isinstance(tools, list):
+        bad("invalid_canonical", "tools is not a list")
+        tools = []
+    names: set[str] = set()
+    for t in tools:
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not (isinstance(t, dict) and t.get("type") == "function" and isinstance(fn, dict)
+                and isinstance(fn.get("name"), str) and isinstance(fn.get("parameters"), dict)):
+            bad("invalid_canonical", f"malformed tool entry: {str(t)[:120]}")
+            continue
+        if fn["name"] in names:
+            bad("invalid_canonical", f"tool {fn['name']!r} declared twice")
+        names.add(fn["name"])
+    if not isinstance(messages, list) or not messages:
+        bad("empty_conversation", "no messages")
+        return errors
+    pending: dict[str, str] = {}
+    ids: set[str] = set()
+    saw_user = False
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        if role != "tool" and pending and i:
+            bad("unanswered_tool_call", f"message {i} ({role}) comes before results for {sorted(pending)}")
+            pending = {}
+        if role in ("system", "user"):
+            saw_user = saw_user or role == "user"
+            if not isinstance(m.get("content"), str):
+                bad("invalid_canonical", f"message {i} ({role}) content is not a string")
+        elif role == "assistant":
+            calls = m.get("tool_calls")
+            if calls is None:
+                if not isinstance(m.get("content"), str):
+                    bad("invalid_canonical", f"message {i} (assistant) has neither text nor tool calls")
+                continue
+            if not isinstance(calls, list) or not calls or m.get("content") is not None:
+                bad("invalid_canonical", f"message {i}: tool_calls must be a non-empty list with content null")
+                continue
+            for c in calls:
+                fn = c.get("function") if isinstance(c, dict) else None
+                if not isinstance(fn, dict) or c.get("type") != "function" or not isinstance(c.get("id"), str):
+                    bad("invalid_canonical", f"message {i}: malformed tool call {str(c)[:120]}")
+                    continue
+                if fn.get("name") not in names:
+                    bad("undeclared_tool", f"message {i} calls {fn.get('name')!r}, which is not in tools")
+                if not isinstance(fn.get("arguments"), dict):
+                    bad("bad_arguments", f"message {i}: arguments of {fn.get('name')!r} is not an object")
+                if c["id"] in ids:
+                    bad("invalid_canonical", f"message {i}: duplicate tool call id {c['id']!r}")
+                ids.add(c["id"])
+                pending[c["id"]] = fn.get("name")
+        elif role == "tool":
+            cid = m.get("tool_call_id")
+            if cid not in pending:
+                bad("orphan_tool_result", f"message {i} (tool) answers {cid!r}, which is not an open call of the previous assistant turn")
+            elif pending.pop(cid) != m.get("name"):
+                bad("tool_result_mismatch", f"message {i} (tool) name {m.get('name')!r} does not match its call")
+            if not isinstance(m.get("content"), str):
+                bad("invalid_canonical", f"message {i} (tool) content is not a string")
+        else:
+            bad("unknown_role", f"message {i} has role {role!r}")
+    if not saw_user:
+        bad("invalid_canonical", "no user message")
+    if messages[-1].get("role") != "assistant":
+        bad("no_final_assistant", f"conversation ends with a {messages[-1].get('role')!r} turn, not an assistant turn")
+    return errors
+
+
+def _finish(messages: list[dict], tools: list[dict], errors: list[dict]) -> Result:
+    if errors:
+        return None, errors
+    record = {"messages": messages, "tools": tools}
+    problems = validate_canonical(record)
+    return (None, problems) if problems else (record, [])
+
+
+# --------------------------------------------------------------------------- sharegpt
+
+
+_SG_ROLE = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+    "function_call": "function_call", "observation": "observation",
+    "function": "observation", "tool": "observation",
+    "system": "system",
+}
+
+
+def _sharegpt_one(rec: Any) -> Result:
+    if not isinstance(rec, dict):
+        return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
+    turns = rec.get("conversations", rec.get("messages"))
+    if not isinstance(turns, list) or not turns:
+        return None, [_err("empty_conversation", "no 'conversations' list", "put the turns in 'conversations'")]
+    tools, errors = _tools_from(rec.get("tools"), what="tools")
+    declared = {t["function"]["name"] for t in tools}
+    messages: list[dict] = []
+    if isinstance(rec.get("system"), str) and rec["system"].strip():
+        messages.append({"role": "system", "content": rec["system"]})
+    calls = _Calls()
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            errors.append(_err("not_an_object", f"turn {i} is not an object", "each turn must be {from, value}"))
+            continue
+        who = turn.get("from", turn.get("role"))
+        value = turn.get("value", turn.get("content"))
+        role = _SG_ROLE.get(str(who).lower())
+        if role is None:
+            errors.append(_err("unknown_role", f"turn {i} has from={who!r}", "use human, gpt, function_call, observation or system"))
+            continue
+        if role != "observation" and calls.pending:
+            errors.append(_err("unanswered_tool_call", f"turn {i} ({who}) follows a function_call without an observation",
+                               "add an observation turn after each function_call"))
+            calls.pending.clear()
+        if role in ("system", "user", "assistant"):
+            if role == "system" and messages:
+                errors.append(_err("misplaced_system", f"turn {i} is a system turn after the start", "move it to the 'system' field"))
+                continue
+            messages.append({"role": role, "content": _content_str(value)})
+        elif role == "function_call":
+            payload = value
+            if isinstance(payload, str):
+                try:
+                    payload = json.loads(payload)
+                except json.JSONDecodeError as e:
+                    errors.append(_err("bad_function_call", f"turn {i}: function_call value is not JSON: {e}",
+                                       'write the value as {"name": ..., "arguments": {...}}'))
+                    continue
+            items = payload if isinstance(payload, list) else [payload]
+            tool_calls = []
+            for item in items:
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                    errors.append(_err("bad_function_call", f"turn {i}: function_call has no name",
+                                       'write the value as {"name": ..., "arguments": {...}}'))
+                    continue
+                args, problem = _parse_arguments(item.get("arguments", item.get("parameters")), item["name"])
+                if problem:
+                    errors.append(problem)
+                    continue
+                if item["name"] not in declared:
+                    errors.append(_err("undeclared_tool", f"turn {i} calls {item['name']!r}, which is not in tools",
+                                       "declare the function in 'tools' or drop the record"))
+                tool_calls.append(calls.new(item["name"], args))
+            if tool_calls:
+                messages.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
+        else:  # observation
+            if not calls.pending:
+                errors.append(_err("orphan_observation", f"turn {i} is an observation with no function_call before it",
+                                   "the source wrote the call as prose in a gpt turn; fix the record or drop it"))
+                continue
+            call = calls.pending.pop(0)
+            messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                             "content": _content_str(value)})
+    return _finish(messages, tools, errors)
+
+
+def import_sharegpt(records: Iterable[Any]) -> Iterator[Result]:
+    """Convert LLaMA-Factory/Glaive ShareGPT records; yields ``(canonical | None, errors)`` per record."""
+    for rec in records:
+        try:
+            yield _sharegpt_one(rec)
+        except Exception as e:  # a converter bug must not lose the record
+            yield None, [_err("internal_error", f"{type(e).__name__}: {e}", "report this as an importer bug")]
+
+
+# --------------------------------------------------------------------------- openai legacy / toolbench
+
+
+def _tidy_schema(schema: Any) -> Any:
+    """Drop ToolBench's non-standard keys (``optional``, ``example_value``) recursively."""
+    if isinstance(schema, list):
+        return [_tidy_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for k, v in schema.items():
+        if k == "optional" and isinstance(v, list):
+            continue
+        if k == "example_value":
+            out.setdefault("examples", [v])
+            continue
+        if k in ("properties", "patternProperties", "$defs", "definitions") and isinstance(v, dict):
+            out[k] = {pk: _tidy_schema(pv) for pk, pv in v.items()}
+        elif isinstance(v, (dict, list)) and k not in ("enum", "default", "examples", "const", "required"):
+            out[k] = _tidy_schema(v)
+        else:
+            out[k] = v
+    if isinstance(schema.get("optional"), list) and isinstance(out.get("required"), list):
+        optional = set(x for x in schema["optional"] if isinstance(x, str))
+        out["required"] = [r for r in out["required"] if r not in optional]
+    return out
+
+
+def _legacy_one(rec: Any) -> Result:
+    if not isinstance(rec, dict):
+        return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
+    toolbench = isinstance(rec.get("answer_generation"), dict)
+    if toolbench:
+        ag = rec["answer_generation"]
+        trajectories = [t for t in (ag.get("train_messages") or []) if isinstance(t, list)]
+        if not trajectories:
+            return None, [_err("toolbench_no_trajectory",
+                               f"answer file has no train_messages (valid_data={ag.get('valid_data')!r}, "
+                               f"finish_type={ag.get('finish_type')!r}, win={rec.get('win')!r})",
+                               "ToolBench marked this search invalid; nothing to train on, drop it")]
+        raw_messages = max(trajectories, key=len)
+        raw_tools = ag.get("function")
+    else:
+        raw_messages = rec.get("messages", rec.get("conversations"))
+        raw_tools = rec.get("tools") if rec.get("tools") is not None else rec.get("functions")
+        if not isinstance(raw_messages, list) or not raw_messages:
+            return None, [_err("unrecognized_record", f"no 'messages' list (keys: {sorted(rec)[:10]})",
+                               "expected {messages, functions|tools} or a ToolBench answer file")]
+    tools, errors = _tools_from(raw_tools, what="functions")
+    for t in tools:
+        t["function"]["parameters"] = _tidy_schema(t["function"]["parameters"])
+    declared = {t["function"]["name"] for t in tools}
+    messages: list[dict] = []
+    calls = _Calls()
+    id_map: dict[str, dict] = {}
+    used_finish = False
+    for i, m in enumerate(raw_messages):
+        if not isinstance(m, dict):
+            errors.append(_err("not_an_object", f"message {i} is not an object", "each message must be an object"))
+            continue
+        role = m.get("role")
+        if role not in ("tool", "function"):
+            calls.pending.clear()  # unanswered calls are reported by validate_canonical
+        if role in ("system", "user"):
+            messages.append({"role": role, "content": _content_str(m.get("content"))})
+        elif role == "assistant":
+            raw_calls = []
+            if isinstance(m.get("function_call"), dict):
+                raw_calls.append((None, m["function_call"]))
+            for tc in m.get("tool_calls") or []:
+                if isinstance(tc, dict) and isinstance(tc.get("function"), dict):
+                    raw_calls.append((tc.get("id"), tc["function"]))
+            if not raw_calls:
+                messages.append({"role": "assistant", "content": _content_str(m.get("content"))})
+                continue
+            tool_calls = []
+            for old_id, fc in raw_calls:
+                name = fc.get("name")
+                if not isinstance(name, str) or not name:
+                    errors.append(_err("bad_function_call", f"message {i}: function_call has no name", "give every call a name"))
+                    continue
+                args, problem = _parse_arguments(fc.get("arguments"), name)
+                if problem:
+                    errors.append(problem)
+                    continue
+                if name == "Finish" and "return_type" in args:
+                    rtype = args.get("return_type")
+                    if rtype == "give_answer" and isinstance(args.get("final_answer"), str):
+                        if messages and messages[-1]["role"] == "assistant" and "tool_calls" not in messages[-1]:
+                            messages.pop()  # the Finish answer supersedes a preceding text turn
+                        messages.append({"role": "assistant", "content": args["final_answer"]})
+                        used_finish = True
+                    elif rtype == "give_up_and_restart":
+                        errors.append(_err("toolbench_give_up", f"message {i}: the trajectory ends with Finish(give_up_and_restart)",
+                                           "a failed search has no answer to learn from; drop it"))
+                    else:
+                        errors.append(_err("toolbench_bad_finish", f"message {i}: Finish with return_type={rtype!r} and no final_answer",
+                                           "Finish(give_answer) needs a string final_answer"))
+                    continue
+                if name not in declared:
+                    errors.append(_err("undeclared_tool", f"message {i} calls {name!r}, which is not among the record's functions",
+                                       "the model called a tool that was not offered; drop the record or declare the function"))
+                call = calls.new(name, args)
+                if old_id:
+                    id_map[old_id] = call
+                tool_calls.append(call)
+            if tool_calls:
+                messages.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
+        elif role in ("function", "tool"):
+            call = None
+            if role == "tool" and m.get("tool_call_id") in id_map:
+                call = id_map[m["tool_call_id"]]
+                if call in calls.pending:
+                    calls.pending.remove(call)
+                else:
+                    call = None
+            elif calls.pending:
+                call = calls.pending.pop(0)
+            if call is None:
+                errors.append(_err("orphan_tool_result", f"message {i} ({role}) has no pending call to answer",
+                                   "each function result must follow the assistant call it answers"))
+                continue
+            if m.get("name") not in (None, call["function"]["name"]):
+                errors.append(_err("tool_result_mismatch",
+                                   f"message {i}: result from {m.get('name')!r} answers a call to {call['function']['name']!r}",
+                                   "results must come in the order of the calls"))
+                continue
+            messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                             "content": _content_str(m.get("content"))})
+        else:
+            errors.append(_err("unknown_role", f"message {i} has role {role!r}", "use system, user, assistant, function or tool"))
+    if used_finish or toolbench:
+        tools = [t for t in tools if t["function"]["name"] != "Finish"]
+    return _finish(messages, tools, errors)
+
+
+def import_openai_legacy(records: Iterable[Any]) -> Iterator[Result]:
+    """Convert OpenAI legacy ``function_call`` records and ToolBench answer files."""
+    for rec in records:
+        try:
+            yield _legacy_one(rec)
+        except Exception as e:
+            yield None, [_err("internal_error", f"{type(e).__name__}: {e}", "report this as an importer bug")]
+
+
+# --------------------------------------------------------------------------- bfcl
+
+_BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "double": "number",
+               "int": "integer", "str": "string", "bool": "boolean", "list": "array", "long": "integer"}
+
+
+def bfcl_types_to_json_schema(schema: Any) -> Any:
+    """Map BFCL's parameter types to JSON Schema, recursively (returns a new object)."""
+    if isinstance(schema, list):
+        return [bfcl_types_to_json_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict = {}
+    for k, v in schema.items():
+        if k == "type":
+            if isinstance(v, str):
+                t = v.lower()
+                if t == "any":
+                    continue
+                out["type"] = _BFCL_TYPES.get(t, t)
+            elif isinstance(v, list):
+                types = [_BFCL_TYPES.get(str(x).lower(), str(x).lower()) for x in v]
+                if "any" not in types:
+                    out["type"] = types
+            continue
+        if k in ("properties", "patternProperties", "$defs", "definitions") and isinstance(v, dict):
+            out[k] = {pk: bfcl_types_to_json_schema(pv) for pk, pv in v.items()}
+        elif k in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "not", "prefixItems") and isinstance(v, (dict, list)):
+            out[k] = bfcl_types_to_json_schema(v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _bfcl_messages(question: Any) -> tuple[list[dict] | None, dict | None]:
+    if isinstance(question, str):
+        return [{"role": "user", "content": question}], None
+    if not isinstance(question, list) or not question:
+        return None, _err("bfcl_bad_question", "question is empty or not a list", 'expected [[{"role": "user", "content": ...}]]')
+    turns = question
+    if all(isinstance(t, list) for t in turns):
+        if len(turns) != 1:
+            return None, _err("bfcl_multi_turn", f"question has {len(turns)} turns", "only single-turn BFCL categories are supported")
+        turns = turns[0]
+    msgs = []
+    for t in turns:
+        if not isinstance(t, dict) or t.get("role") not in ("system", "user", "assistant") or not isinstance(t.get("content"), str):
+            return None, _err("bfcl_bad_question", f"bad question message {str(t)[:100]}", "each message needs a role and string content")
+        msgs.append({"role": t["role"], "content": t["content"]})
+    return msgs, None
+
+
+def _bfcl_pick_args(params: dict) -> dict:
+    """Choose one value per parameter from BFCL's lists of acceptable values.
+
+    The first option is used; if it is ``""`` (may be omitted) the parameter is left out.
+    Dict values (and dicts inside list values) whose values are all option lists are
+    resolved the same way, as BFCL nests acceptable-value lists inside dict arguments.
+    """
+    args = {}
+    for pname, options in params.items():
+        if not isinstance(options, list):
+            options = [options]
+        if not options or options[0] == "":
+            continue
+        args[pname] = _bfcl_resolve(copy.deepcopy(options[0]))
+    return args
+
+
+def _bfcl_resolve(value: Any) -> Any:
+    if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+        return _bfcl_pick_args(value)
+    if isinstance(value, list):
+        return [_bfcl_resolve(v) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+def _bfcl_one(rec: Any, answers: Mapping[str, Any]) -> Result:
+    if not isinstance(rec, dict):
+        return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
+    rid = rec.get("id")
+    messages, problem = _bfcl_messages(rec.get("question"))
+    if problem:
+        return None, [problem]
+    funcs = rec.get("function")
+    tools, errors = _tools_from(funcs if isinstance(funcs, list) else [funcs] if isinstance(funcs, dict) else funcs, what="function")
+    for t in tools:
+        params = bfcl_types_to_json_schema(t["function"]["parameters"])
+        params.setdefault("type", "object")
+        t["function"]["parameters"] = params
+    truth = answers.get(rid) if isinstance(rid, str) else None
+    if not truth:
+        errors.append(_err("bfcl_no_answer", f"no ground truth for id {rid!r}",
+                           "pass the matching answer file with --answers (irrelevance questions have none)"))
+        return None, errors
+    if not isinstance(truth, list):
+        truth = [truth]
+    calls = _Calls()
+    tool_calls = []
+    for entry in truth:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            errors.append(_err("bfcl_bad_answer", f"ground truth entry {str(entry)[:100]} is not {{func_name: {{...}}}}",
+                               "one function per ground-truth entry"))
+            continue
+        (name, params), = entry.items()
+        if not isinstance(params, dict):
+            errors.append(_err("bfcl_bad_answer", f"ground truth for {name!r} is not an object", "map parameters to lists of acceptable values"))
+            continue
+        tool_calls.append(calls.new(name, _bfcl_pick_args(params)))
+    if tool_calls:
+        messages.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
+    return _finish(messages, tools, errors)
+
+
+def import_bfcl(records: Iterable[Any], answers: Mapping[str, Any] | Iterable[Any] | None = None) -> Iterator[Result]:
+    """Convert BFCL question records; ``answers`` maps id -> ground_truth (or is an iterable of answer records)."""
+    if answers is None:
+        answers = {}
+    elif not isinstance(answers, Mapping):
+        answers = {a["id"]: a.get("ground_truth") for a in answers if isinstance(a, dict) and "id" in a}
+    for rec in records:
+        try:
+            yield _bfcl_one(rec, answers)
+        except Exception as e:
+            yield None, [_err("internal_error", f"{type(e).__name__}: {e}", "report this as an importer bug")]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _iter_file(path: Path) -> Iterator[tuple[Any, list[dict]]]:
+    """Yield ``(record, errors)`` for each record in a .json (list/object) or JSON Lines file."""
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+        is_json = False
+    else:
+        is_json = True
+    if is_json:
+        if isinstance(whole, list):
+            for rec in whole:
+                yield rec, []
+        else:
+            yield whole, []
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line), []
+        except json.JSONDecodeError as e:
+            yield line, [_err("bad_json", f"{path.name} line {n}: {e}", "fix or remove the line")]
+
+
+def load_records(path: str | os.PathLike) -> Iterator[tuple[str, Any, list[dict]]]:
+    """Yield ``(file, record, read_errors)`` from a file or every *.json/*.jsonl under a directory."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".json", ".jsonl"))
+    else:
+        files = [p]
+    for f in files:
+        for rec, errs in _iter_file(f):
+            yield str(f), rec, errs
+
+
+def load_bfcl_answers(path: str | os.PathLike) -> dict[str, Any]:
+    """id -> ground_truth from a BFCL answer file."""
+    out = {}
+    for _, rec, errs in load_records(path):
+        if not errs and isinstance(rec, dict) and "id" in rec:
+            out[rec["id"]] = rec.get("ground_truth")
+    return out
+
+
+FORMATS: dict[str, Callable[..., Iterator[Result]]] = {
+    "sharegpt": import_sharegpt,
+    "glaive": import_sharegpt,
+    "openai-legacy": import_openai_legacy,
+    "toolbench": import_openai_legacy,
+    "bfcl": import_bfcl,
+}
+
+
+def _atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
+            answers_path: str | os.PathLike | None = None) -> dict:
+    """Convert ``in_path`` (format ``fmt``) to canonical JSONL at ``out_path``.
+
+    Rejects go to ``out_path + ".rejects.jsonl"`` (removed when there are none).
+    Returns a summary: format, source, output, rejects_path, read, written, skipped, skip_reasons.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
+    if not Path(in_path).exists():
+        raise FileNotFoundError(str(in_path))
+    source = str(in_path)
+    is_dir = Path(in_path).is_dir()
+    loaded = list(load_records(in_path))
+    raws = [rec for _, rec, _ in loaded]
+    if fmt == "bfcl":
+        answers = load_bfcl_answers(answers_path) if answers_path else {}
+        results = import_bfcl(raws, answers)
+    else:
+        results = FORMATS[fmt](raws)
+    written: list[dict] = []
+    rejects: list[dict] = []
+    reasons: Counter = Counter()
+    for i, ((file, raw, read_errs), (canon, errs)) in enumerate(zip(loaded, results)):
+        errs = read_errs or errs
+        if canon is not None and not errs:
+            written.append(canon)
+            continue
+        if not errs:
+            errs = [_err("internal_error", "converter returned nothing", "report this as an importer bug")]
+        row = {"source": source, "index": i, "raw": raw, "errors": errs}
+        if is_dir:
+            row["file"] = file
+        rejects.append(row)
+        reasons[errs[0]["code"]] += 1
+    out = Path(out_path)
+    rejects_path = Path(str(out_path) + ".rejects.jsonl")
+    _atomic_write_jsonl(out, written)
+    if rejects:
+        _atomic_write_jsonl(rejects_path, rejects)
+    elif rejects_path.exists():
+        rejects_path.unlink()
+    return {
+        "format": fmt,
+        "source": source,
+        "output": str(out),
+        "rejects_path": str(rejects_path) if rejects else None,
+        "read": len(loaded),
+        "written": len(written),
+        "skipped": len(rejects),
+        "skip_reasons": dict(reasons.most_common()),
+    }
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"pipeline.formats {summary['format']}", show_header=False)
+    table.add_row("input", summary["source"])
+    table.add_row("output", summary["output"])
+    table.add_row("records read", str(summary["read"]))
+    table.add_row("written", str(summary["written"]))
+    table.add_row("skipped", str(summary["skipped"]))
+    for code, n in summary["skip_reasons"].items():
+        table.add_row(f"  {code}", str(n))
+    if summary["rejects_path"]:
+        table.add_row("rejects", summary["rejects_path"])
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.formats",
+                                     description="Convert tool-calling datasets to tooltune's canonical JSONL.")
+    parser.add_argument("format", choices=sorted(FORMATS))
+    parser.add_argument("input", help="input file or directory")
+    parser.add_argument("output", help="output JSONL (rejects go to OUTPUT.rejects.jsonl)")
+    parser.add_argument("--answers", help="BFCL ground-truth file (bfcl only)")
+    args = parser.parse_args(argv)
+    if args.answers and args.format != "bfcl":
+        parser.error("--answers only applies to bfcl")
+    try:
+        summary = convert(args.format, args.input, args.output, answers_path=args.answers)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

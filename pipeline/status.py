@@ -1,0 +1,51 @@
+"""Where a run stands: one row per stage, from the sidecars.
+
+    python -m pipeline.status --run smollm2-135m-tools
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from pipeline.common import console
+from pipeline.recipe import RecipeError, fail, run_dir_for
+
+STAGES = [("validate", "validate"), ("count", "tokens"), ("load", "model"), ("train", "train"),
+          ("export", "merged"), ("evaluate", "eval")]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--run", default="smollm2-135m-tools")
+    ap.add_argument("--since", type=float, default=None, help="unix time the make run started: marks stages redone")
+    a = ap.parse_args(argv)
+    try:
+        run_dir = run_dir_for(a.run)
+    except RecipeError as e:
+        fail(str(e))
+    t = Table(title=f"runs/{a.run}")
+    for c in ("stage", "state", "wall time", "finished"):
+        t.add_column(c)
+    redone = 0
+    for stage, folder in STAGES:
+        side = run_dir / folder / "stage.json"
+        if not side.is_file():
+            t.add_row(stage, "[red]missing[/]", "", "")
+            continue
+        doc = json.loads(side.read_text())
+        fresh = a.since is not None and side.stat().st_mtime >= a.since
+        redone += fresh
+        t.add_row(stage, "[green]ran now[/]" if fresh else "up to date", f"{doc['wall_time_s']:.1f} s", doc["finished"])
+    console.print(t)
+    if a.since is not None and redone == 0:
+        console.print("nothing changed (recipe, data, code): no stage was re-run.")
+    report = run_dir / "eval" / "report.md"
+    if report.is_file():
+        console.print(f"evaluation: {report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Stage 4, train: LoRA SFT on the assistant turns only, resumable.
+
+    python -m pipeline.train --recipe smollm2-135m-tools [train.lr=5e-4 ...]
+
+Reads the count stage's token ids and loss masks (no second tokenization), audits the mask, and
+trains with TRL's SFTTrainer. Writes runs/<RUN>/train/:
+  checkpoints/   resumable state (adapter, optimizer, scheduler, RNG, data position) every save_steps
+  adapter/       the final LoRA adapter
+  log.jsonl      one line per logging step (loss, learning rate, tokens/s)
+Interrupt it (Ctrl-C saves a checkpoint first, kill -9 loses at most save_steps) and run it
+again: it resumes from the newest checkpoint of the same configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from pipeline.backends import cpu_has_bf16, load_base, memory_now, param_counts, resolve_backend
+from pipeline.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
+                             write_json_atomic, write_sidecar, write_text_atomic)
+from pipeline.packing import IGNORE, PackCollator
+from pipeline.recipe import Recipe
+
+STAGE = "train"
+
+
+def read_tokens(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            labels = [t if m else IGNORE for t, m in zip(r["input_ids"], r["mask"])]
+            rows.append({"id": r["id"], "input_ids": r["input_ids"], "labels": labels})
+    return rows
+
+
+def audit(rows: list[dict], eot_id: int | None, max_len: int) -> dict:
+    """The train-time mask audit: every example trains something, and every trained run ends with end-of-turn."""
+    trained = total = 0
+    for r in rows:
+        labels = r["labels"][:max_len]
+        n = sum(1 for x in labels if x != IGNORE)
+        if n == 0:
+            raise StageError(f"example {r['id']}: no token is trained (no assistant turn survived the mask).")
+        if eot_id is not None:
+            for k in range(len(labels)):
+                end_of_run = labels[k] != IGNORE and (k + 1 == len(labels) or labels[k + 1] == IGNORE)
+                if end_of_run and labels[k] != eot_id:
+                    raise StageError(f"example {r['id']}: a trained assistant span ends without its end-of-turn token.")
+        trained += n
+        total += len(labels)
+    return {"trained_tokens": trained, "total_tokens": total, "trained_share": round(trained / max(1, total), 4)}
+
+
+def trained_positions_loss(model, inputs: dict, num_items_in_batch=None):
+    """Cross-entropy computed only where a label is trained.
+
+    The LM head is the priciest layer of a small model (SmolLM2: 576 x 49,152, about a fifth of
+    its FLOPs per token), and ~11% of the bundled data's tokens are trained. transformers'
+    `logits_to_keep` takes the positions to project, so the head runs only where the next token
+    is a target: the same loss as the model's own, for less compute and memory.
+    """
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    targets = labels[:, 1:]
+    keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
+    out = model(**inputs, logits_to_keep=keep, use_cache=False)
+    logits = out.logits.float()
+    picked = targets[:, keep]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    denom = num_items_in_batch if num_items_in_batch is not None else (picked != IGNORE).sum().clamp(min=1)
+    return loss / denom
+
+
+def make_trainer_class(base):
+    """TRL's SFTTrainer; where TRL's Triton kernels are missing, the loss is computed by
+    `trained_positions_loss` instead.
+
+    TRL 1.15 computes the loss with a fused, chunked LM head written in Triton (memory-saving on a
+    GPU). The CPU build of torch ships no Triton, so there the same cross-entropy over the same
+    labels is computed in plain torch, on the trained positions only.
+    """
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        return base
+
+    class CpuSFTTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = trained_positions_loss(model, inputs, num_items_in_batch)
+            return (loss, None) if return_outputs else loss
+
+    return CpuSFTTrainer
+
+
+def run(recipe: Recipe, run_dir: Path) -> Path:
+    started = time.time()
+    out = run_dir / "train"
+    tokens = run_dir / "tokens" / "train.tokens.jsonl"
+    if not tokens.is_file():
+        raise StageError(f"run the count stage first: {rel(tokens)} is missing (make count).")
+    fp = fingerprint(recipe, STAGE, [tokens])
+    if up_to_date(out, fp) and (out / "adapter" / "adapter_config.json").is_file():
+        console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
+        return out / "adapter"
+
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    backend, why = resolve_backend(recipe)
+    set_seed(recipe.seed)
+    model, tok = load_base(recipe, backend)
+    from pipeline.chat import Chat
+
+    chat = Chat.for_recipe(recipe, tok)
+    eot_id = tok.convert_tokens_to_ids(chat.eot) if chat.eot in tok.get_vocab() else None
+    rows = [r for r in read_tokens(tokens) if len(r["input_ids"]) <= recipe.max_seq_length]
+    mask_audit = audit(rows, eot_id, recipe.max_seq_length)
+    console.print(f"train: backend [bold]{backend}[/] ({why}); {len(rows)} conversations; "
+                  f"mask audit passed, {mask_audit['trained_share']:.1%} of tokens trained")
+
+    packing = recipe.train.packing
+    if packing == "shared_prefix" and backend == "unsloth":
+        console.print("[yellow]note:[/] Unsloth's attention kernels take no custom block mask: packing falls back to padded batches.")
+        packing = "none"
+    attn_impl = getattr(model.config, "_attn_implementation", "sdpa")
+    stats: dict = {}
+    collator = PackCollator(pad_id=tok.pad_token_id, mode=packing, max_pack_tokens=recipe.train.max_pack_tokens,
+                            mask_kind="float" if attn_impl == "eager" else "bool", dtype=model.dtype, stats=stats)
+
+    # Resume only from checkpoints of this exact configuration and data.
+    ckpt_dir = out / "checkpoints"
+    stamp = ckpt_dir / "fingerprint.txt"
+    if ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text() != fp):
+        console.print("[yellow]train:[/] checkpoints are from another configuration or data; starting over.")
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stamp, fp)
+    resume = any(p.name.startswith("checkpoint-") for p in ckpt_dir.iterdir())
+
+    use_cpu = not torch.cuda.is_available()
+    autocast = recipe.cpu_bf16
+    if autocast and use_cpu and not cpu_has_bf16():
+        console.print("[yellow]note:[/] this CPU has no AMX/AVX512-BF16: bf16 autocast would be slower; training in fp32.")
+        autocast = False
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=recipe.train.batch_size,
+        gradient_accumulation_steps=recipe.train.grad_accum,
+        num_train_epochs=recipe.train.epochs,
+        max_steps=recipe.train.max_steps,
+        learning_rate=recipe.train.lr,
+        lr_scheduler_type=recipe.train.scheduler,
+        warmup_steps=recipe.train.warmup_ratio,
+        weight_decay=recipe.train.weight_decay,
+        optim=recipe.train.optim if not use_cpu or "8bit" not in recipe.train.optim else "adamw_torch",
+        logging_steps=recipe.train.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.train.save_steps,
+        save_total_limit=recipe.train.save_total_limit,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        use_cpu=use_cpu,
+        bf16=(not use_cpu and model.dtype == torch.bfloat16) or (use_cpu and autocast),
+        fp16=not use_cpu and model.dtype == torch.float16,
+        gradient_checkpointing=recipe.train.gradient_checkpointing and backend != "unsloth",
+        report_to="none",
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        save_only_model=False,
+    )
+    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+
+    log_path = out / "log.jsonl"
+    stop = {"requested": False}
+
+    class Log(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            entry = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
+                     "real_tokens": stats.get("real_tokens"), "computed_tokens": stats.get("computed_tokens"),
+                     "elapsed_s": round(time.time() - started, 1)}
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+        def on_step_end(self, a, state, control, **kw):
+            if stop["requested"]:
+                control.should_save = True
+                control.should_training_stop = True
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        console.print("\n[yellow]Ctrl-C:[/] saving a checkpoint after this step (press again to quit now).")
+
+    trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                         processing_class=tok, callbacks=[Log()])
+    steps = trainer.state.max_steps or math.ceil(len(rows) / (recipe.train.batch_size * recipe.train.grad_accum))
+    console.print(f"train: {len(rows)} conversations x {recipe.train.epochs} epoch(s), "
+                  f"{recipe.train.batch_size} x {recipe.train.grad_accum} per step, packing={packing}"
+                  + (", resuming from the newest checkpoint" if resume else ""))
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    t0 = time.time()
+    try:
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    train_s = time.time() - t0
+    if stop["requested"]:
+        raise KeyboardInterrupt
+
+    with atomic_dir(out / "adapter") as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    figures = {
+        "backend": backend,
+        "packing": packing,
+        "steps": trainer.state.global_step,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_loss": result.training_loss,
+        "train_seconds": round(train_s, 1),
+        "conversations_per_s": round(stats.get("conversations", 0) / train_s, 3),
+        "real_tokens_per_s": round(stats.get("real_tokens", 0) / train_s, 1),
+        "computed_tokens": stats.get("computed_tokens", 0),
+        "padding_share": round(stats.get("pad_tokens", 0) / max(1, stats.get("computed_tokens", 1)), 4),
+        "mask_audit": mask_audit,
+        "parameters": param_counts(model),
+        "memory": memory_now(),
+        "resumed": resume,
+        "cpu_bf16_autocast": bool(use_cpu and autocast),
+    }
+    write_json_atomic(out / "figures.json", figures)
+    t = Table(title="train", show_header=False)
+    for k in ("backend", "packing", "steps", "final_loss", "train_seconds", "conversations_per_s", "real_tokens_per_s", "padding_share"):
+        t.add_row(k, str(figures[k]))
+    console.print(t)
+    write_sidecar(out, STAGE, recipe, [tokens], fp, started, figures)
+    return out / "adapter"
+
+
+def main(argv=None):
+    stage_main(STAGE, run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.formats import (  # noqa: E402
+    bfcl_types_to_json_schema,
+    convert,
+    import_bfcl,
+    import_openai_legacy,
+    import_sharegpt,
+    load_records,
+    validate_canonical,
+)
+
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def fixture(*parts):
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"fixtures not available: {path}")
+    return path
+
+
+def assert_canonical(rec):
+    """Independent well-formedness check (does not rely on validate_canonical)."""
+    assert set(rec) == {"messages", "tools"}
+    names = {t["function"]["name"] for t in rec["tools"]}
+    assert all(t["type"] == "function" and isinstance(t["function"]["parameters"], dict) for t in rec["tools"])
+    open_calls = {}
+    msgs = rec["messages"]
+    for m in msgs:
+        if m["role"] == "tool":
+            assert m["tool_call_id"] in open_calls, m
+            assert open_calls.pop(m["tool_call_id"]) == m["name"]
+            assert isinstance(m["content"], str)
+            continue
+        assert not open_calls, f"unanswered calls before {m['role']}"
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            assert m["content"] is None
+            for c in m["tool_calls"]:
+                assert c["type"] == "function"
+                assert c["function"]["name"] in names
+                assert isinstance(c["function"]["arguments"], dict)
+                open_calls[c["id"]] = c["function"]["name"]
+        else:
+            assert m["role"] in ("system", "user", "assistant")
+            assert isinstance(m["content"], str)
+    assert msgs[-1]["role"] == "assistant"
+    assert validate_canonical(rec) == []
+
+
+def run_import(importer, path):
+    raws = [r for _, r, _ in load_records(path)]
+    results = list(importer(raws))
+    assert len(results) == len(raws)
+    ok = [c for c, errs in results if c is not None]
+    bad = [errs for c, errs in results if c is None]
+    for rec in ok:
+        assert_canonical(rec)
+    for errs in bad:
+        assert errs and all({"code", "message", "fix"} <= set(e) for e in errs)
+    return raws, ok, bad
+
+
+@pytest.mark.parametrize("name", ["glaive_toolcall_en_demo.json", "glaive_toolcall_zh_demo.json"])
+def test_glaive_fixture(name):
+    path = fixture("external", "glaive_sharegpt", name)
+    raws, ok, bad = run_import(import_sharegpt, path)
+    assert len(raws) == 300
+    assert len(ok) >= 0.95 * len(raws)
+    assert sum(1 for r in ok if any(m.get("tool_calls") for m in r["messages"])) > 50
+    # the zh demo has two records whose call was written as prose ("AI 计算折扣: {...}")
+    assert {e[0]["code"] for e in bad} <= {"orphan_observation"}
+
+
+def test_toolbench_fixture():
+    path = fixture("external", "toolbench", "answer")
+    raws, ok, bad = run_import(import_openai_legacy, path)
+    assert len(raws) == 15
+    # Rejects by policy: searches ToolBench marked invalid (no train_messages), give-ups,
+    # and one trajectory that calls a tool missing from its function list.
+    policy = {"toolbench_no_trajectory", "toolbench_give_up", "undeclared_tool"}
+    codes = [e[0]["code"] for e in bad]
+    assert set(codes) <= policy, codes
+    eligible = len(raws) - codes.count("toolbench_no_trajectory") - codes.count("toolbench_give_up")
+    assert len(ok) >= 0.95 * (eligible - 1)  # only the undeclared-tool record may fail among eligible ones
+    for rec in ok:
+        names = {t["function"]["name"] for t in rec["tools"]}
+        assert "Finish" not in names
+        assert not any(c["function"]["name"] == "Finish" for m in rec["messages"] for c in m.get("tool_calls") or [])
+        assert rec["messages"][-1]["content"]  # Finish's final_answer became the text answer
+
+
+def test_convert_writes_outputs_and_rejects(tmp_path):
+    path = fixture("external", "glaive_sharegpt", "glaive_toolcall_zh_demo.json")
+    out = tmp_path / "zh.jsonl"
+    summary = convert("glaive", path, out)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert summary["read"] == 300 and summary["written"] == len(lines)
+    assert summary["written"] + summary["skipped"] == summary["read"]
+    rejects = [json.loads(l) for l in Path(str(out) + ".rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rejects) == summary["skipped"]
+    for r in rejects:
+        assert r["source"] == str(path) and isinstance(r["index"], int) and r["raw"] and r["errors"]
+    assert sum(summary["skip_reasons"].values()) == summary["skipped"]
+
+
+# ----------------------------------------------------------------- synthetic sharegpt / legacy
+
+
+def test_sharegpt_basic_and_errors():
+    tools = json.dumps([{"name": "add", "description": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}])
+    good = {
+        "system": "sys",
+        "tools": tools,
+        "conversations": [
+            {"from": "human", "value": "add 1"},
+            {"from": "function_call", "value": json.dumps({"name": "add", "arguments": json.dumps({"a": 1})})},
+            {"from": "observation", "value": "1"},
+            {"from": "gpt", "value": "It is 1."},
+        ],
+    }
+    undeclared = json.loads(json.dumps(good))
+    undeclared["conversations"][1]["value"] = json.dumps({"name": "mul", "arguments": {}})
+    ends_user = {"tools": "[]", "conversations": [{"from": "human", "value": "hi"}]}
+    bad_json = {"tools": "[", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    results = list(import_sharegpt([good, undeclared, ends_user, bad_json, "nope"]))
+    rec, errs = results[0]
+    assert errs == []
+    assert rec["messages"][0] == {"role": "system", "content": "sys"}
+    call = rec["messages"][2]["tool_calls"][0]
+    assert call["id"] == "call_0" and call["function"]["arguments"] == {"a": 1}
+    assert rec["messages"][3] == {"role": "tool", "tool_call_id": "call_0", "name": "add", "content": "1"}
+    assert rec["tools"][0]["type"] == "function"
+    assert results[1][0] is None and results[1][1][0]["code"] == "undeclared_tool"
+    assert results[2][1][0]["code"] == "no_final_assistant"
+    assert results[3][1][0]["code"] == "bad_tools"
+    assert results[4][1][0]["code"] == "not_an_object"
+
+
+def test_openai_legacy_generic_and_finish():
+    fn = {"name": "get", "description": "", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "optional": ["q"], "required": ["q"]}}
+    finish = {"name": "Finish", "parameters": {"type": "object", "properties": {"return_type": {"type": "string"}}}}
+    msgs = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "thinking", "function_call": {"name": "get", "arguments": "{\"q\": \"x\"}"}},
+        {"role": "function", "name": "get", "content": "result"},
+        {"role": "assistant", "content": None, "function_call": {"name": "Finish", "arguments": json.dumps({"return_type": "give_answer", "final_answer": "done"})}},
+    ]
+    give_up = msgs[:3] + [{"role": "assistant", "content": None, "function_call": {"name": "Finish", "arguments": "{\"return_type\": \"give_up_and_restart\"}"}}]
+    orphan = [{"role": "user", "content": "go"}, {"role": "function", "name": "get", "content": "r"}, {"role": "assistant", "content": "x"}]
+    results = list(import_openai_legacy([
+        {"messages": msgs, "functions": [fn, finish]},
+        {"messages": give_up, "functions": [fn, finish]},
+        {"messages": orphan, "functions": [fn]},
+        {"answer_generation": {"valid_data": False, "function": [fn]}},
+    ]))
+    rec, errs = results[0]
+    assert errs == []
+    assert_canonical(rec)
+    assert [t["function"]["name"] for t in rec["tools"]] == ["get"]
+    assert "optional" not in rec["tools"][0]["function"]["parameters"]
+    assert rec["tools"][0]["function"]["parameters"]["required"] == []
+    assert rec["messages"][1]["content"] is None  # ToolBench thought dropped
+    assert rec["messages"][-1] == {"role": "assistant", "content": "done"}
+    assert results[1][1][0]["code"] == "toolbench_give_up"
+    assert results[2][1][0]["code"] == "orphan_tool_result"
+    assert results[3][1][0]["code"] == "toolbench_no_trajectory"
+
+
+# ----------------------------------------------------------------- bfcl
+
+
+def test_bfcl_type_mapping():
+    schema = {"type": "dict", "properties": {"a": {"type": "tuple", "items": {"type": "float"}},
+                                             "b": {"type": "any"}, "c": {"type": "dict", "properties": {"d": {"type": "integer"}}}}}
+    out = bfcl_types_to_json_schema(schema)
+    assert out == {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"}}, "b": {},
+                                                    "c": {"type": "object", "properties": {"d": {"type": "integer"}}}}}
+    assert schema["type"] == "dict"  # input untouched
+
+
+def test_bfcl_sample(tmp_path):
+    out = tmp_path / "bfcl.jsonl"
+    summary = convert("bfcl", DATA / "bfcl_questions.jsonl", out, answers_path=DATA / "bfcl_answers.jsonl")
+    assert (summary["read"], summary["written"], summary["skipped"]) == (5, 4, 1)
+    assert summary["skip_reasons"] == {"bfcl_no_answer": 1}
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    for r in recs:
+        assert_canonical(r)
+    calls = [c["function"] for r in recs for c in r["messages"][-1]["tool_calls"]]
+    assert calls[0] == {"name": "geometry.triangle_area", "arguments": {"base": 10, "height": 5}}  # "" first -> omitted
+    assert calls[1]["name"] == "maps.route.plot"
+    assert calls[1]["arguments"] == {"waypoints": [[1, 2], [3, 4]], "options": {"avoid_tolls": True}}
+    assert calls[2]["arguments"] == {"amount": 100, "from_currency": "USD", "to_currency": "EUR"}
+    assert [c["arguments"] for c in calls[3:]] == [{"city": "Paris"}, {"city": "Oslo"}]
+    props = recs[1]["tools"][0]["function"]["parameters"]["properties"]
+    assert props["waypoints"]["items"]["type"] == "array" and props["options"]["properties"]["extra"] == {"description": "Anything else."}
+    reject = json.loads(Path(str(out) + ".rejects.jsonl").read_text().splitlines()[0])
+    assert reject["raw"]["id"] == "tt_irrelevance_4" and reject["errors"][0]["code"] == "bfcl_no_answer"
+
+
+def test_bfcl_without_answers_rejects_all():
+    raws = [r for _, r, _ in load_records(DATA / "bfcl_questions.jsonl")]
+    results = list(import_bfcl(raws))
+    assert all(c is None and e[0]["code"] == "bfcl_no_answer" for c, e in results)
+
+
+def test_cli_and_atomic_output(tmp_path):
+    from pipeline.formats import main
+
+    out = tmp_path / "o.jsonl"
+    assert main(["bfcl", str(DATA / "bfcl_questions.jsonl"), str(out), "--answers", str(DATA / "bfcl_answers.jsonl")]) == 0
+    assert len(out.read_text().splitlines()) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert main(["sharegpt", str(tmp_path / "missing.json"), str(out)]) == 2

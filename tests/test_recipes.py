@@ -1,0 +1,58 @@
+"""Every recipe in recipes/ loads, validates and plans, with no GPU and no hub."""
+
+import json
+
+import pytest
+
+from pipeline import plan, recipe as recipe_mod
+from pipeline.recipe import RECIPES_DIR, load
+
+NAMES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(recipe_mod, "RUNS_DIR", tmp_path / "runs")
+
+
+def test_the_published_rows_are_shipped():
+    for name in ("smollm2-135m-tools", "llama31-8b-tools", "mistral-7b-tools", "qwen25-7b-tools",
+                 "phi35-mini-tools", "llama2-13b-tools", "llama31-70b-tools"):
+        assert name in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_loads_and_plans(name, tmp_path):
+    r = load(name)
+    assert r.description, f"recipes/{name}.yaml: give a one-line description"
+    assert (RECIPES_DIR / f"{name}.yaml").read_text().startswith(f"# {name}:"), "header comment names the recipe"
+    plan.main(["--recipe", name])
+    p = json.loads((tmp_path / "runs" / name / "plan.json").read_text())
+    assert p["known"], f"{r.model}: add its shapes to plan.KNOWN_SHAPES"
+    assert p["gpus"][r.gpu]["fits"] if r.gpu in p["gpus"] else True, f"{name} does not fit its own gpu ({r.gpu})"
+
+
+def test_llama31_8b_plan():
+    p = plan.show_plan(load("llama31-8b-tools"))
+    assert p["lora"]["trainable"] == 41_943_040
+    assert {"weights", "lora_weights", "lora_gradients", "optimizer", "activations", "peak_transient",
+            "cuda_overhead"} <= set(p["vram_gib"])
+    assert 8 <= p["total_gib"] <= 10  # the header's "~8-10 GB" on an RTX 4090
+    assert set(p["gpus"]) == {"rtx4090", "a100-40gb", "a100-80gb", "h100"}
+    assert all(g["fits"] for g in p["gpus"].values())
+    assert p["time"]["tokens"] and all(g["hours"] > 0 for g in p["gpus"].values())
+
+
+def test_no_fit_names_a_fix():
+    p = plan.show_plan(load("llama31-70b-tools"))
+    assert not p["gpus"]["rtx4090"]["fits"] and p["gpus"]["a100-80gb"]["fits"]
+    assert p["gpus"]["a100-40gb"]["fix"].startswith("fits with")
+
+
+def test_token_report_is_preferred(tmp_path):
+    r = load("llama31-8b-tools")
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "report.json").write_text(json.dumps({"tokens_per_epoch": 1_000_000, "epochs": 3}))
+    p = plan.plan(r, tmp_path)
+    assert p["time"]["tokens"] == 3_000_000 and p["time"]["basis"].startswith("counted")

@@ -29,8 +29,11 @@ def common_prefix_len(seqs: list[list[int]]) -> int:
 
 
 def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, batch_size: int = 8,
-           label: str | None = None, share_prefix: bool = True) -> list[list[int]]:
-    """Generated token ids per prompt (up to and including the end-of-turn token)."""
+           label: str | None = None, share_prefix: bool = True, margins: list | None = None) -> list[list[int]]:
+    """Generated token ids per prompt (up to and including the end-of-turn token).
+
+    With `margins` (a list), also appends per prompt the gap between the best and second-best logit
+    at each generated step: how close greedy decoding came to choosing another token."""
     import torch
 
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -47,6 +50,7 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
         p = 0
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[list[int]] = [[] for _ in ids]
+    by_prompt: dict[int, list[float]] = {}
     with Progress(console=console, transient=True, disable=label is None) as progress:
         task = progress.add_task(f"generating ({label})", total=len(ids))
         for k in range(0, len(order), batch_size):
@@ -67,9 +71,18 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
             with torch.no_grad():
                 gen = model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=model.device),
                                      max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
-                                     pad_token_id=pad, **kwargs)
-            for i, row in zip(batch, gen[:, input_ids.shape[1]:].tolist()):
+                                     pad_token_id=pad, output_scores=margins is not None,
+                                     return_dict_in_generate=True, **kwargs)
+            seqs = gen.sequences[:, input_ids.shape[1]:].tolist()
+            if margins is not None:
+                top2 = torch.stack([s.float().topk(2, dim=-1).values for s in gen.scores], dim=1)  # [b, steps, 2]
+                gaps = (top2[..., 0] - top2[..., 1]).tolist()
+            for b, (i, row) in enumerate(zip(batch, seqs)):
                 cut = row.index(eot_id) + 1 if eot_id in row else len(row)
                 out[i] = row[:cut]
+                if margins is not None:
+                    by_prompt[i] = gaps[b][:cut]
             progress.advance(task, len(batch))
+    if margins is not None:
+        margins.extend(by_prompt[i] for i in range(len(ids)))
     return out

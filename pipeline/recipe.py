@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import sys
 import types
@@ -22,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = ROOT / "recipes"
-RUNS_DIR = ROOT / "runs"
+RUNS_DIR = ROOT / "runs"  # TOOLTUNE_RUNS overrides it (the tests use a temporary folder)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 # The article's LoRA-rank table: rank by what the adapter has to learn (alpha = 2r).
@@ -302,7 +303,7 @@ def recipe_path(name: str) -> Path:
 def run_dir_for(run: str) -> Path:
     if not NAME_RE.match(run or "") or run in (".", ".."):
         raise RecipeError([f"run name `{run}` is not allowed: use letters, digits, `.`, `_`, `-` (a folder in runs/)."])
-    return RUNS_DIR / run
+    return Path(os.environ.get("TOOLTUNE_RUNS") or RUNS_DIR) / run
 
 
 def check(r: Recipe) -> list[str]:

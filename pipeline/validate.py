@@ -23,6 +23,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -541,15 +542,17 @@ def show(report: dict, rejects: list[dict]) -> None:
             t.add_row(k, str(v))
         console.print(t)
     if rejects:
-        t = Table(title=f"rejected lines ({len(rejects)})")
-        for c in ("file:line", "code", "message", "fix"):
-            t.add_column(c, overflow="fold")
-        for r in rejects[:200]:
+        # One line per problem, compiler style (file:line: code: message (fix)), so editors and grep find them.
+        console.print(f"[bold]rejected lines ({len(rejects)}):[/]")
+        shown = 0
+        for r in rejects:
             for e in r["errors"]:
-                t.add_row(f"{r['file']}:{r['line']}", e["code"], e["message"], e["fix"])
-        if len(rejects) > 200:
-            t.add_row("...", f"{len(rejects) - 200} more", "see rejects.jsonl", "")
-        console.print(t)
+                if shown < 500:
+                    console.print(f"{escape(r['file'])}:{r['line']}: [red]{e['code']}[/]: {escape(e['message'])} ({e['fix']})",
+                                  soft_wrap=True, markup=True, highlight=False)
+                shown += 1
+        if shown > 500:
+            console.print(f"... and {shown - 500} more problems in rejects.jsonl")
     for w in report["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
 

@@ -34,11 +34,13 @@ def test_recipe_loads_and_plans(name, tmp_path):
 
 
 def test_llama31_8b_plan():
-    p = plan.show_plan(load("llama31-8b-tools"))
+    # The article's 8-10 GB row is at its 2048-token sequences; the recipe runs 4096 for the 15-tool prompt.
+    p = plan.show_plan(load("llama31-8b-tools", ["max_seq_length=2048"]))
     assert p["lora"]["trainable"] == 41_943_040
     assert {"weights", "lora_weights", "lora_gradients", "optimizer", "activations", "peak_transient",
             "cuda_overhead"} <= set(p["vram_gib"])
-    assert 8 <= p["total_gib"] <= 10  # the header's "~8-10 GB" on an RTX 4090
+    assert 8 <= p["total_gib"] <= 10  # the article's "~8-10 GB" for QLoRA 7-8B
+    assert 10 < plan.show_plan(load("llama31-8b-tools"))["total_gib"] < 14  # at 4096 tokens, still fits 24 GB
     assert set(p["gpus"]) == {"rtx4090", "a100-40gb", "a100-80gb", "h100"}
     assert all(g["fits"] for g in p["gpus"].values())
     assert p["time"]["tokens"] and all(g["hours"] > 0 for g in p["gpus"].values())

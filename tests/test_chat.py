@@ -1,0 +1,144 @@
+"""One template per run: loss masks cover exactly the assistant turns; parsers follow vLLM's rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.chat import Chat, audit_mask, detect_format, parse, tokenize_with_mask
+from pipeline.common import StageError
+from pipeline.chat import TEMPLATES
+
+TOOLS = [
+    {"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
+                                      "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                                                     "required": ["order_id"]}}},
+    {"type": "function", "function": {"name": "submit_refund", "description": "Refund an order.",
+                                      "parameters": {"type": "object", "properties": {
+                                          "order_id": {"type": "string"}, "reason": {"type": "string", "enum": ["damaged", "late"]}},
+                                          "required": ["order_id", "reason"]}}},
+]
+CALL1 = {"id": "call_1", "type": "function", "function": {"name": "check_order_status", "arguments": {"order_id": "ORD-123456"}}}
+CALL2 = {"id": "call_2", "type": "function", "function": {"name": "submit_refund", "arguments": {"order_id": "ORD-123456", "reason": "late"}}}
+MESSAGES = [
+    {"role": "system", "content": "You are a support agent."},
+    {"role": "user", "content": "Where is ORD-123456? It is very late."},
+    {"role": "assistant", "content": None, "tool_calls": [CALL1]},
+    {"role": "tool", "tool_call_id": "call_1", "name": "check_order_status", "content": "{\"status\": \"delayed by ten days\"}"},
+    {"role": "assistant", "content": None, "tool_calls": [CALL2]},
+    {"role": "tool", "tool_call_id": "call_2", "name": "submit_refund", "content": "{\"refund_id\": \"RF-99812\", \"ok\": true}"},
+    {"role": "assistant", "content": "Your refund RF-99812 is on its way."},
+]
+# What the model must learn to write, per format (decoded trained tokens, concatenated).
+EXPECTED = {
+    "llama3_1_instruct": '{"name": "check_order_status", "parameters": {"order_id": "ORD-123456"}}<|eot_id|>'
+                         '{"name": "submit_refund", "parameters": {"order_id": "ORD-123456", "reason": "late"}}<|eot_id|>'
+                         'Your refund RF-99812 is on its way.<|eot_id|>',
+    "qwen2_5_instruct": '<tool_call>\n{"name": "check_order_status", "arguments": {"order_id": "ORD-123456"}}\n</tool_call><|im_end|>'
+                        '<tool_call>\n{"name": "submit_refund", "arguments": {"order_id": "ORD-123456", "reason": "late"}}\n</tool_call><|im_end|>'
+                        'Your refund RF-99812 is on its way.<|im_end|>',
+    "hermes": '<tool_call>{"name": "check_order_status", "arguments": {"order_id": "ORD-123456"}}</tool_call><|im_end|>'
+              '<tool_call>{"name": "submit_refund", "arguments": {"order_id": "ORD-123456", "reason": "late"}}</tool_call><|im_end|>'
+              'Your refund RF-99812 is on its way.<|im_end|>',
+}
+
+
+def chat_for(directory, template_file=None):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(directory)
+    template = template_file.read_text() if template_file else tok.chat_template
+    return Chat(tok, template, detect_format(template))
+
+
+@pytest.fixture(params=["llama3_1_instruct", "qwen2_5_instruct", "mistral_7b_instruct_v0_3", "hermes"])
+def chat(request, tokenizer_dir, smol_dir):
+    if request.param == "hermes":
+        return request.param, chat_for(smol_dir, TEMPLATES / "hermes.jinja")
+    return request.param, chat_for(tokenizer_dir(request.param))
+
+
+def test_mask_covers_exactly_the_assistant_turns(chat):
+    name, c = chat
+    full, spans, ids, mask = tokenize_with_mask(c, MESSAGES, TOOLS)
+    audit_mask(c, MESSAGES, TOOLS, full, spans, ids, mask, name)
+    trained = c.tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    if name == "mistral_7b_instruct_v0_3":
+        # Mistral writes calls as [TOOL_CALLS] [{..., "id": <9 chars>}] and ends turns with </s>.
+        assert trained.count("[TOOL_CALLS]") == 2 and trained.count("</s>") == 3
+        assert '"name": "submit_refund", "arguments": {"order_id": "ORD-123456", "reason": "late"}' in trained
+        assert trained.rstrip().endswith("Your refund RF-99812 is on its way.</s>")
+    else:
+        assert trained == EXPECTED[name]
+    for m in MESSAGES:
+        if m["role"] in ("user", "tool", "system"):
+            assert m["content"] not in trained
+    # Counting is exact: the same ids as apply_chat_template(tokenize=True).
+    from pipeline.chat import adapt
+
+    ref = c.tokenizer.apply_chat_template(adapt(MESSAGES, c.fmt), tools=TOOLS, tokenize=True, chat_template=c.template)
+    ref = ref["input_ids"] if hasattr(ref, "keys") else ref
+    assert ids == list(ref)
+
+
+def test_audit_fails_a_bad_mask(chat):
+    name, c = chat
+    full, spans, ids, mask = tokenize_with_mask(c, MESSAGES, TOOLS)
+    # 1) train the tool result tokens too
+    tool_text = "delayed by ten days"
+    start = full.find(tool_text)
+    enc = c.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    bad = [1 if (s < start + len(tool_text) and e > start) else m for (s, e), m in zip(enc["offset_mapping"], mask)]
+    with pytest.raises(StageError, match="would be trained|outside every assistant turn"):
+        audit_mask(c, MESSAGES, TOOLS, full, spans, ids, bad, name)
+    # 2) forget the end-of-turn token of the first call
+    last = max(t for t, m in enumerate(mask) if m and enc["offset_mapping"][t][1] <= spans[0][1])
+    bad = list(mask)
+    bad[last] = 0
+    with pytest.raises(StageError, match="not fully trained|end-of-turn"):
+        audit_mask(c, MESSAGES, TOOLS, full, spans, ids, bad, name)
+
+
+def test_llama_parallel_calls_become_consecutive_turns(tokenizer_dir):
+    c = chat_for(tokenizer_dir("llama3_1_instruct"))
+    msgs = [MESSAGES[0], MESSAGES[1], {"role": "assistant", "content": None, "tool_calls": [CALL1, CALL2]}]
+    full, spans, ids, mask = tokenize_with_mask(c, msgs, TOOLS)
+    assert len(spans) == 2
+
+
+# --- parsers -----------------------------------------------------------------------------
+
+CASES = {
+    "hermes": {
+        "single": ('<tool_call>{"name": "a", "arguments": {"x": 1}}</tool_call>', [("a", {"x": 1})], None),
+        "parallel": ('<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n<tool_call>{"name": "b", "arguments": {}}</tool_call>',
+                     [("a", {"x": 1}), ("b", {})], None),
+        "text": ("Sorry, I can only help with orders.", [], None),
+        "malformed": ('<tool_call>{"name": "a", "arguments": {"x": </tool_call>', [], "malformed"),
+    },
+    "llama3_json": {
+        "single": ('{"name": "a", "parameters": {"x": 1}}', [("a", {"x": 1})], None),
+        "parallel": ('{"name": "a", "parameters": {"x": 1}}; {"name": "b", "parameters": {"y": "z"}}',
+                     [("a", {"x": 1}), ("b", {"y": "z"})], None),
+        "text": ("Sorry, I can only help with orders.", [], None),
+        "malformed": ('{"name": "a", "parameters": {"x": 1}', [], "malformed"),
+    },
+    "mistral": {
+        "single": ('[TOOL_CALLS] [{"name": "a", "arguments": {"x": 1}, "id": "abcdefghi"}]', [("a", {"x": 1})], None),
+        "parallel": ('[TOOL_CALLS] [{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": "{\\"y\\": 2}"}]',
+                     [("a", {"x": 1}), ("b", {"y": 2})], None),
+        "text": ("Sorry, I can only help with orders.", [], None),
+        "malformed": ("[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": ", [], "malformed"),
+    },
+}
+
+
+@pytest.mark.parametrize("fmt,case", [(f, c) for f in CASES for c in CASES[f]])
+def test_parsers(fmt, case):
+    text, calls, error = CASES[fmt][case]
+    p = parse(text, fmt)
+    assert [(c["name"], c["arguments"]) for c in p.calls] == calls
+    assert (p.error is not None) == (error is not None)
+    if case == "text":
+        assert p.text == text

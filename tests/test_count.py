@@ -1,0 +1,61 @@
+"""The count stage counts exactly what apply_chat_template produces, for every example."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import count, validate
+from pipeline.chat import adapt
+
+
+def run_count(runs_dir, run, extra):
+    argv = ["--recipe", "smollm2-135m-tools", "--run", run, "data.max_train=40", *extra]
+    validate.main(argv)
+    count.main(argv)
+    return runs_dir / run
+
+
+def direct_counts(tokenizer, template, run_dir):
+    records = validate.load_split(run_dir, "train")
+    out = []
+    for r in records:
+        fmt = json.loads((run_dir / "tokens" / "report.json").read_text())["template_format"]
+        ids = tokenizer.apply_chat_template(adapt(r["messages"], fmt), tools=r["tools"], tokenize=True,
+                                            chat_template=template)
+        out.append(len(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    return out
+
+
+def stored_counts(run_dir):
+    return [len(json.loads(x)["input_ids"]) for x in (run_dir / "tokens" / "train.tokens.jsonl").read_text().splitlines()]
+
+
+def test_default_recipe_counts_equal_apply_chat_template(runs_dir, smol_dir):
+    from transformers import AutoTokenizer
+
+    from pipeline.chat import TEMPLATES
+
+    run = run_count(runs_dir, "c-default", [])
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    assert stored_counts(run) == direct_counts(tok, (TEMPLATES / "hermes.jinja").read_text(), run)
+    report = json.loads((run / "tokens" / "report.json").read_text())
+    assert report["total_tokens"] == sum(stored_counts(run))
+    assert set(report["len_div_4"]) >= {"prose", "json", "all"}
+    assert 0 < report["trained_share"] < 0.5 and report["tool_schema_share"] > 0.3
+    assert (run / "tokens" / "report.md").read_text().count("len/4") >= 2
+
+
+@pytest.mark.parametrize("name,recipe_args", [
+    ("llama3_1_instruct", ["chat_template=null", "max_seq_length=4096"]),
+    ("qwen2_5_instruct", ["chat_template=null", "max_seq_length=4096"]),
+    ("mistral_7b_instruct_v0_3", ["chat_template=null", "max_seq_length=4096"]),
+])
+def test_fixture_tokenizers_count_exactly(runs_dir, tokenizer_dir, name, recipe_args):
+    from transformers import AutoTokenizer
+
+    d = tokenizer_dir(name)
+    run = run_count(runs_dir, f"c-{name}", [f"tokenizer={d}", *recipe_args])
+    tok = AutoTokenizer.from_pretrained(d)
+    assert stored_counts(run) == direct_counts(tok, tok.chat_template, run)

@@ -1,0 +1,73 @@
+"""The whole chain through the real entry points, on a tiny random Llama with SmolLM2's tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import count, evaluate, export, load, train, validate
+
+
+def tiny_args(model_dir) -> list[str]:
+    return [f"model={model_dir}", "cpu_bf16=false", "data.max_train=12", "data.eval_max=3", "train.max_steps=2",
+            "train.batch_size=4", "train.save_steps=1", "train.logging_steps=1", "eval.max_turns=4",
+            "eval.batch_size=4", "eval.max_new_tokens=8", "export.check_prompts=3", "export.dtype=float16"]
+
+
+def stage(module, argv):
+    module.main(["--recipe", "smollm2-135m-tools", "--run", "e2e", *argv])
+
+
+def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
+    args = tiny_args(tiny_model_dir)
+    for module in (validate, count, load, train, export, evaluate):
+        stage(module, args)
+    run = runs_dir / "e2e"
+    for path in ("validate/report.json", "validate/train.jsonl", "validate/eval.jsonl", "validate/rejects.jsonl",
+                 "tokens/report.json", "tokens/report.md", "tokens/train.tokens.jsonl", "model/model.json",
+                 "train/adapter/adapter_config.json", "train/adapter/adapter_model.safetensors", "train/log.jsonl",
+                 "merged/model.safetensors", "merged/tokenizer.json", "merged/chat_template.jinja",
+                 "merged/generation_config.json", "merged/README.md", "adapter/adapter_config.json",
+                 "eval/report.json", "eval/report.md"):
+        assert (run / path).is_file(), path
+    for folder in ("validate", "tokens", "model", "train", "merged", "eval"):
+        side = json.loads((run / folder / "stage.json").read_text())
+        assert side["inputs"] is not None and side["wall_time_s"] >= 0 and "transformers" in side["versions"] or folder == "validate"
+
+    v = json.loads((run / "validate/report.json").read_text())
+    assert v["train"] == 12 and v["eval"] == 3 and v["balanced"]
+    m = json.loads((run / "model/model.json").read_text())
+    assert m["backend"] == "cpu" and 0 < m["parameters"]["trainable"] < m["parameters"]["total"]
+    checkpoints = sorted(p.name for p in (run / "train/checkpoints").glob("checkpoint-*"))
+    assert checkpoints, "a resumable checkpoint is written"
+    log = [json.loads(x) for x in (run / "train/log.jsonl").read_text().splitlines()]
+    assert any("loss" in e for e in log)
+    e = json.loads((run / "eval/report.json").read_text())
+    for row in ("base", "tuned"):
+        for k in ("tool_selection", "arguments", "refusal", "schema_valid", "parse_failures"):
+            assert k in e[row]
+    assert e["tuned"]["turns"] == 4
+    side = json.loads((run / "merged/stage.json").read_text())
+    check = side["figures"]["merge_check"]
+    assert check["prompts"] == 3 and not check["mismatches"]
+    # The exported template is byte-identical to the one training rendered with.
+    from pipeline.chat import TEMPLATES
+
+    assert (run / "merged/chat_template.jinja").read_bytes() == (TEMPLATES / "hermes.jinja").read_bytes()
+
+    # A second pass with nothing changed redoes nothing.
+    capsys.readouterr()
+    for module in (validate, count, load, train, export, evaluate):
+        stage(module, args)
+    assert capsys.readouterr().out.count("nothing to do") == 6
+
+
+def test_llama_recipe_stops_before_loading_without_gpu(capsys):
+    from pipeline import preflight
+
+    with pytest.raises(SystemExit) as exc:
+        preflight.main(["--recipe", "llama31-8b-tools"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "NVIDIA GPU" in err and "Traceback" not in err

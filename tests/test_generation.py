@@ -1,0 +1,20 @@
+"""Generation with the shared prompt prefix computed once equals plain batched generation."""
+
+from pipeline.generation import greedy
+
+
+def test_shared_prefix_generation_equals_plain(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    system = "<|im_start|>system\n" + "You can call these tools: " + ", ".join(f"tool_{i}" for i in range(30)) + "<|im_end|>\n"
+    prompts = [system + f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+               for q in ("hi", "where is my order ORD-123456?", "refund please, it arrived broken", "ok")]
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    gaps = []
+    shared = greedy(model, tok, prompts, eot, 12, batch_size=3, margins=gaps)
+    plain = greedy(model, tok, prompts, eot, 12, batch_size=3, share_prefix=False)
+    assert shared == plain
+    assert len(gaps) == 4 and all(len(g) == len(s) for g, s in zip(gaps, shared))

@@ -1,0 +1,175 @@
+"""The data contract: every bad line is found, explained, kept; good lines all pass."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import validate
+
+TOOLS = [
+    {"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
+                                      "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "pattern": "^ORD-\\d{6}$"}},
+                                                     "required": ["order_id"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "submit_refund", "description": "Refund.",
+                                      "parameters": {"type": "object", "properties": {
+                                          "order_id": {"type": "string", "pattern": "^ORD-\\d{6}$"},
+                                          "reason": {"type": "string", "enum": ["damaged", "late"]},
+                                          "amount": {"type": "number", "minimum": 0.01, "maximum": 5000}},
+                                          "required": ["order_id", "reason"], "additionalProperties": False}}},
+]
+SYS = {"role": "system", "content": "You help customers."}
+
+
+def call(name, args, cid="c1"):
+    return {"role": "assistant", "content": None, "tool_calls": [{"id": cid, "type": "function", "function": {"name": name, "arguments": args}}]}
+
+
+def good(k: int) -> dict:
+    oid = f"ORD-{100000 + k}"
+    if k % 3 == 0:
+        return {"messages": [SYS, {"role": "user", "content": f"Tell me a joke number {k}"},
+                             {"role": "assistant", "content": "I can only help with orders."}]}
+    return {"messages": [SYS, {"role": "user", "content": f"Where is {oid}?"}, call("check_order_status", {"order_id": oid}),
+                         {"role": "tool", "tool_call_id": "c1", "content": "{\"status\": \"shipped\"}"},
+                         {"role": "assistant", "content": f"{oid} has shipped."}]}
+
+
+BAD = {  # code expected -> the raw line
+    "utf8": b"\xff\xfe{not utf8}",
+    "json": b'{"messages": [}',
+    "not_object": b"[1, 2, 3]",
+    "messages_missing": b'{"conversation": []}',
+    "message_not_object": json.dumps({"messages": ["hello"]}).encode(),
+    "role_unknown": json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}).encode(),
+    "content_type": json.dumps({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]}).encode(),
+    "system_not_first": json.dumps({"messages": [{"role": "user", "content": "hi there"}, SYS, {"role": "assistant", "content": "y"}]}).encode(),
+    "first_turn": json.dumps({"messages": [SYS, {"role": "assistant", "content": "hello"}]}).encode(),
+    "tool_result_orphan": json.dumps({"messages": [SYS, {"role": "user", "content": "q1"}, {"role": "tool", "content": "r"},
+                                                   {"role": "assistant", "content": "y"}]}).encode(),
+    "tool_call_id_unknown": json.dumps({"messages": [SYS, {"role": "user", "content": "q2"}, call("check_order_status", {"order_id": "ORD-123456"}),
+                                                     {"role": "tool", "tool_call_id": "zzz", "content": "r"}, {"role": "assistant", "content": "y"}]}).encode(),
+    "call_unanswered": json.dumps({"messages": [SYS, {"role": "user", "content": "q3"}, call("check_order_status", {"order_id": "ORD-123456"}),
+                                                {"role": "user", "content": "hello?"}, {"role": "assistant", "content": "y"}]}).encode(),
+    "ends_without_assistant": json.dumps({"messages": [SYS, {"role": "user", "content": "q4"}]}).encode(),
+    "assistant_empty": json.dumps({"messages": [SYS, {"role": "user", "content": "q5"}, {"role": "assistant", "content": "  "}]}).encode(),
+    "tool_call_malformed": json.dumps({"messages": [SYS, {"role": "user", "content": "q6"},
+                                                    {"role": "assistant", "content": None, "tool_calls": [{"function": {}}]}]}).encode(),
+    "tool_undeclared": json.dumps({"messages": [SYS, {"role": "user", "content": "q7"}, call("delete_account", {"id": 1})]}).encode(),
+    "arguments_not_json": json.dumps({"messages": [SYS, {"role": "user", "content": "q8"}, call("check_order_status", "{order_id: ORD}")]}).encode(),
+    "arguments_schema": json.dumps({"messages": [SYS, {"role": "user", "content": "q9"}, call("submit_refund", {"order_id": "123", "reason": "bored", "amount": -5, "extra": 1})]}).encode(),
+    "tools_invalid": json.dumps({"tools": [{"type": "function", "function": {"description": "no name"}}],
+                                 "messages": [SYS, {"role": "user", "content": "q10"}, {"role": "assistant", "content": "y"}]}).encode(),
+    "tool_call_id_duplicate": json.dumps({"messages": [SYS, {"role": "user", "content": "q11"},
+                                                       {"role": "assistant", "content": None, "tool_calls": [
+                                                           {"id": "d", "function": {"name": "check_order_status", "arguments": {"order_id": "ORD-123456"}}},
+                                                           {"id": "d", "function": {"name": "check_order_status", "arguments": {"order_id": "ORD-654321"}}}]}]}).encode(),
+    "duplicate": json.dumps(good(1)).encode(),
+    "too_long": b'{"messages": "' + b"x" * (validate.MAX_LINE_BYTES + 10) + b'"}',
+}
+
+
+def write_mixed(tmp_path):
+    lines = []
+    for k in range(1, 41):
+        lines.append(json.dumps(good(k)).encode())
+    for raw in BAD.values():
+        lines.append(raw)
+    data = tmp_path / "mixed.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    return data, tools
+
+
+def args(data, tools, *extra):
+    return ["--recipe", "smollm2-135m-tools", "--run", "v", f"data.train={data}", f"data.tools={tools}", "data.eval=null",
+            "data.max_train=null", *extra]
+
+
+def test_every_bad_line_is_rejected_with_its_reason(tmp_path, runs_dir):
+    data, tools = write_mixed(tmp_path)
+    validate.main(args(data, tools))
+    out = runs_dir / "v" / "validate"
+    report = json.loads((out / "report.json").read_text())
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert report["lines_read"] == 40 + len(BAD)
+    assert report["balanced"] and report["accepted"] + report["rejected"] + report["unused_valid"] == report["lines_read"]
+    assert report["accepted"] == 40 and report["rejected"] == len(BAD)
+    by_line = {r["line"]: r for r in rejects}
+    for offset, code in enumerate(BAD):
+        r = by_line[41 + offset]
+        assert code in {e["code"] for e in r["errors"]}, (code, r["errors"])
+        assert all(e["message"] and e["fix"] for e in r["errors"]) and r["file"].endswith("mixed.jsonl")
+    schema = next(r for r in rejects if r["errors"][0]["code"] == "arguments_schema")
+    assert len(schema["errors"]) >= 3, "every schema violation is reported, not just the first"
+    kept = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()] + \
+           [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    assert len(kept) == 40
+    assert all(isinstance(c["function"]["arguments"], dict) for r in kept for m in r["messages"] for c in m.get("tool_calls") or [])
+
+
+def test_on_invalid_fail_lists_every_bad_line(tmp_path, runs_dir, capsys):
+    data, tools = write_mixed(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        validate.main(args(data, tools, "data.on_invalid=fail"))
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and f"{len(BAD)} invalid line(s)" in captured.err
+    for offset in range(len(BAD)):
+        assert f"mixed.jsonl:{41 + offset}" in captured.out
+
+
+def test_seed_article_example_with_signature_tools(tmp_path, runs_dir):
+    system = ("You are a customer service agent for ShopCo. You have access to these tools:\n"
+              "- check_order_status(order_id: str) -> OrderStatus\n"
+              "- submit_refund(order_id: str, reason: str, amount: float) -> RefundResult\n"
+              "- escalate_to_human(reason: str, priority: str = \"normal\") -> Ticket")
+    convo = {"messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "My order #A1234 arrived damaged. I want a refund."},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "check_order_status", "arguments": "{\"order_id\": \"A1234\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"status\": \"delivered\", \"total\": 49.99}"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_2", "type": "function", "function": {
+            "name": "submit_refund", "arguments": "{\"order_id\": \"A1234\", \"reason\": \"damaged\", \"amount\": 49.99}"}}]},
+        {"role": "tool", "tool_call_id": "call_2", "content": "{\"refund_id\": \"R-1\", \"status\": \"approved\"}"},
+        {"role": "assistant", "content": "Your refund of $49.99 has been approved."}]}
+    bad = json.loads(json.dumps(convo))
+    bad["messages"][4]["tool_calls"][0]["function"]["arguments"] = "{\"order_id\": \"A1234\", \"amount\": \"lots\"}"
+    data = tmp_path / "seed.jsonl"
+    data.write_text(json.dumps(convo) + "\n" + json.dumps(bad) + "\n")
+    validate.main(["--recipe", "smollm2-135m-tools", "--run", "s", f"data.train={data}", "data.tools=null",
+                   "data.eval=null", "data.max_train=null", "data.eval_fraction=0.5"])
+    out = runs_dir / "s" / "validate"
+    report = json.loads((out / "report.json").read_text())
+    assert report["accepted"] == 1 and report["rejected"] == 1
+    errors = json.loads((out / "rejects.jsonl").read_text().splitlines()[0])["errors"]
+    messages = " ".join(e["message"] for e in errors)
+    assert "reason" in messages and "lots" in messages  # checked against the parsed signature
+
+
+def test_check_line_never_crashes_on_hostile_input():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    schemas = validate.Schemas()
+    tools, _ = validate.normalize_tools(TOOLS)
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                               lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                               max_leaves=30)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
+                     st.lists(json_values, max_size=5).map(lambda ms: json.dumps({"messages": ms}).encode())))
+    def check(raw):
+        record, errors = validate.check_line(raw, tools, schemas)
+        assert (record is None) == bool(errors)
+        for e in errors:
+            assert e["code"] in validate.CODES and e["fix"]
+
+    check()
+    deep = b"[" * 100000 + b"]" * 100000
+    record, errors = validate.check_line(deep, tools, schemas)
+    assert record is None and errors

@@ -113,15 +113,28 @@ def versions() -> dict:
     return out
 
 
-def fingerprint(recipe: Recipe, stage: str, inputs: list[Path]) -> str:
-    """Hash of everything a stage's output depends on: its source, the resolved recipe, its inputs."""
+def fingerprint(recipe: Recipe, stage: str, inputs: list[Path], keys: tuple[str, ...] | None = None) -> str:
+    """Hash of everything a stage's output depends on: its source, the recipe keys it reads, its inputs.
+
+    `keys` (dotted, e.g. "train.lr") limits the recipe part to what the stage reads, so that
+    `make eval ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
+    """
+    config = recipe.to_dict()
+    if keys is not None:
+        picked = {}
+        for key in keys:
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            picked[key] = node
+        config = picked
     h = hashlib.sha256()
-    h.update(json.dumps(recipe.to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(config, sort_keys=True).encode())
     for src in (ROOT / "pipeline" / f"{stage}.py",):
         if src.exists():
             h.update(src.read_bytes())
     for p in inputs:
-        h.update(str(p).encode())
+        h.update(str(rel(p)).encode())
         h.update(sha256_file(p).encode() if Path(p).is_file() else b"missing")
     return h.hexdigest()
 

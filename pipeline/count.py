@@ -92,13 +92,15 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "tokens"
     vdir = run_dir / "validate"
-    inputs = [vdir / "train.jsonl", vdir / "eval.jsonl", vdir / "toolsets.json"]
+    inputs = [vdir / "train.jsonl", vdir / "toolsets.json"]
     if not (vdir / "stage.json").is_file():
         raise StageError(f"run the validate stage first: {rel(vdir / 'stage.json')} is missing (make validate).")
-    fp = fingerprint(recipe, STAGE, inputs)
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "max_seq_length",
+                                               "train", "gpu", "load_in_4bit", "trust_remote_code"))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "report.json"
+    (out / "stage.json").unlink(missing_ok=True)  # outputs about to change: the old sidecar no longer vouches for them
 
     tokenizer = load_tokenizer(recipe)
     chat = chat_mod.Chat.for_recipe(recipe, tokenizer)
@@ -197,14 +199,14 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     write_text_atomic(out / "report.md", markdown(recipe, report))
     show(recipe, report)
     cut = [o for o in over if o["cut_trained_tokens"]]
-    write_sidecar(out, STAGE, recipe, inputs, fp, started,
-                  {"total_tokens": total, "trained_tokens": trained_total, "examples": len(train), "audit": "passed"})
-    if cut:
+    if cut:  # before the sidecar: a failed count must not look done to the next run (or to Make)
         raise StageError(
             f"{len(cut)} conversation(s) are longer than max_seq_length={recipe.max_seq_length} and truncation would "
             f"cut assistant tokens (first: {cut[0]['where']}, {cut[0]['tokens']} tokens). Raise max_seq_length or "
             f"shorten them; the list is in {rel(out / 'report.json')}."
         )
+    write_sidecar(out, STAGE, recipe, inputs, fp, started,
+                  {"total_tokens": total, "trained_tokens": trained_total, "examples": len(train), "audit": "passed"})
     return out / "report.json"
 
 

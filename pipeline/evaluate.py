@@ -152,7 +152,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         raise StageError(f"run the export stage first: {rel(merged)} is missing or incomplete (make export).")
     vdir = run_dir / "validate"
     inputs = [vdir / "eval.jsonl", merged / "stage.json"]
-    fp = fingerprint(recipe, STAGE, inputs)
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "eval",
+                                               "cpu_bf16", "trust_remote_code"))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "report.json"

@@ -106,7 +106,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if not (adapter_in / "adapter_config.json").is_file():
         raise StageError(f"run the train stage first: {rel(adapter_in)} is missing (make train-stage).")
     inputs = [adapter_in / "adapter_model.safetensors", adapter_in / "adapter_config.json"]
-    fp = fingerprint(recipe, STAGE, inputs)
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export",
+                                               "trust_remote_code", "eval.max_new_tokens"))
     if up_to_date(out, fp) and any(out.glob("*.safetensors")):
         console.print(f"[dim]{STAGE}: adapter unchanged, nothing to do[/]")
         return out

@@ -25,7 +25,8 @@ STAGE = "load"
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "model"
-    fp = fingerprint(recipe, STAGE, [])
+    fp = fingerprint(recipe, STAGE, [], ("model", "tokenizer", "backend", "load_in_4bit", "dtype", "lora", "task", "seed",
+                                       "trust_remote_code", "max_seq_length", "train.gradient_checkpointing"))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: recipe unchanged, nothing to do[/]")
         return out / "model.json"

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = ROOT / "recipes"
 RUNS_DIR = ROOT / "runs"  # TOOLTUNE_RUNS overrides it (the tests use a temporary folder)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 # The article's LoRA-rank table: rank by what the adapter has to learn (alpha = 2r).
 TASK_RANK = {"routing": 8, "tools": 16, "code": 32, "multi-domain": 64}
@@ -215,6 +216,8 @@ def _type_ok(value, hint) -> tuple[bool, object]:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
+        if isinstance(value, str) and EXP_FLOAT.match(value.strip()):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            return True, float(value)
         return False, value
     if hint is str:
         return isinstance(value, str), value
@@ -384,8 +387,9 @@ def load(name: str, overrides: list[str] | None = None, run: str | None = None) 
         _apply(recipe, parse_overrides(overrides or []), "", problems)
     except RecipeError as e:
         problems += e.problems
-    if not problems:
-        problems += check(recipe)
+    # Values with a wrong type or an unknown key were not set (the field keeps its typed default), so the
+    # checks below are safe to run anyway: every problem is reported in one go.
+    problems += check(recipe)
     if problems:
         raise RecipeError(problems, f"recipes/{name}.yaml" + (f" with {' '.join(overrides)}" if overrides else ""))
     return recipe

@@ -41,6 +41,16 @@ def read_tokens(path: Path) -> list[dict]:
     return rows
 
 
+def checkpoint_complete(path: Path) -> bool:
+    """A checkpoint the Trainer finished writing: weights, optimizer, and trainer_state.json (written last)."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ("global_step" in state and (path / "optimizer.pt").is_file()
+            and any(path.glob("*.safetensors")))
+
+
 def audit(rows: list[dict], eot_id: int | None, max_len: int) -> dict:
     """The train-time mask audit: every example trains something, and every trained run ends with end-of-turn."""
     trained = total = 0
@@ -106,9 +116,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "train"
     tokens = run_dir / "tokens" / "train.tokens.jsonl"
-    if not tokens.is_file():
-        raise StageError(f"run the count stage first: {rel(tokens)} is missing (make count).")
-    fp = fingerprint(recipe, STAGE, [tokens])
+    if not tokens.is_file() or not (run_dir / "tokens" / "stage.json").is_file():
+        raise StageError(f"run the count stage first: {rel(tokens.parent / 'stage.json')} is missing (make count).")
+    fp = fingerprint(recipe, STAGE, [tokens], ("model", "tokenizer", "chat_template", "tool_format", "backend",
+                                               "load_in_4bit", "dtype", "cpu_bf16", "max_seq_length", "seed", "task", "lora", "train",
+                                               "trust_remote_code"))
     if up_to_date(out, fp) and (out / "adapter" / "adapter_config.json").is_file():
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "adapter"
@@ -147,7 +159,19 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(stamp, fp)
-    resume = any(p.name.startswith("checkpoint-") for p in ckpt_dir.iterdir())
+    # kill -9 (or a full disk) while the Trainer writes checkpoint-N leaves a folder it cannot resume
+    # from; transformers would pick it as the newest and fail. Drop it and resume from the one before.
+    done = []
+    for p in sorted(ckpt_dir.glob("checkpoint-*")):
+        if not p.name.split("-", 1)[1].isdigit():
+            continue
+        if p.is_dir() and checkpoint_complete(p):
+            done.append(p)
+        elif p.is_dir():
+            console.print(f"[yellow]train:[/] {p.name} was cut off while being written; removing it.")
+            shutil.rmtree(p)
+    newest = max(done, key=lambda p: int(p.name.split("-", 1)[1]), default=None)
+    resume = newest is not None
 
     use_cpu = not torch.cuda.is_available()
     autocast = recipe.cpu_bf16
@@ -216,7 +240,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     previous = signal.signal(signal.SIGINT, on_sigint)
     t0 = time.time()
     try:
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        result = trainer.train(resume_from_checkpoint=str(newest) if resume else None)
     finally:
         signal.signal(signal.SIGINT, previous)
     train_s = time.time() - t0

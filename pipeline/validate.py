@@ -405,7 +405,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     eval_files = glob_paths(d.eval) if d.eval else []
     tools_files = glob_paths(d.tools) if d.tools else []
     inputs = train_files + eval_files + tools_files
-    fp = fingerprint(recipe, STAGE, inputs)
+    fp = fingerprint(recipe, STAGE, inputs, ("data",))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "report.json"

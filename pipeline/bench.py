@@ -1,0 +1,717 @@
+"""Benchmarks: speed and memory of each stage, as ratios against baselines measured in the same run.
+
+    python -m pipeline.bench [--quick] [--repeats N] [--sections validate,count,train,eval]
+    make bench ARGS="--quick"
+
+Every figure is reported next to a baseline timed in the same process run (interleaved with it,
+repeat by repeat), as min/median/max over the repeats, so a busy or slow machine shifts both sides
+alike. Writes bench/results.json (atomically) and prints one table per section.
+
+1. validate: examples/s of validate.check_line on a 50,000-line file (the bundled train lines
+   repeated) vs json.loads alone (the cost of checking); the whole validate stage once.
+2. count: tokens/s of chat.tokenize_with_mask (the count stage's way) vs the per-example
+   `len(apply_chat_template(..., tokenize=True))` loop vs raw batched `tokenizer(texts)` on
+   pre-rendered texts; all three on the same subset, extrapolated to 50,000 examples; a short
+   cProfile of where tokenize_with_mask spends its time.
+3. train: SmolLM2-135M + LoRA (r=16, alpha=32, all 7 projections) on the same conversations, same
+   batches, same steps: the plain TRL script (default collator, padded, the model's own full-logits
+   loss) vs tooltune unpacked vs shared-prefix packed (vs + bf16 autocast on AMX CPUs); then the
+   same on conversations whose system prompts differ (packing falls back to padding-free rows).
+   Each configuration runs in its own subprocess so that its peak RSS is its own.
+4. eval: eval turns/s of generation.greedy with share_prefix=True vs False.
+
+Nothing here runs in `make test`; tests/test_bench.py checks the pure helpers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.common import console, versions, write_json_atomic
+from pipeline.recipe import ROOT
+
+RECIPE = "smollm2-135m-tools"
+DATA = ROOT / "data" / "customer_service"
+OUT = ROOT / "bench" / "results.json"
+
+
+# --- pure helpers (tested in tests/test_bench.py) -------------------------------------------------
+
+def spread(values: list[float], digits: int = 4) -> dict:
+    """min/median/max (and n) of a list of measurements."""
+    if not values:
+        return {"min": None, "median": None, "max": None, "n": 0}
+    return {"min": round(min(values), digits), "median": round(statistics.median(values), digits),
+            "max": round(max(values), digits), "n": len(values)}
+
+
+def ratios(candidate: list[float], baseline: list[float]) -> list[float]:
+    """Pairwise candidate/baseline ratios (repeat i against repeat i: measured side by side)."""
+    if len(candidate) != len(baseline):
+        raise ValueError("candidate and baseline need the same number of repeats")
+    return [c / b for c, b in zip(candidate, baseline) if b]
+
+
+def repeat_to(items: list, n: int) -> list:
+    """The first n items of items, items, items, ... (a bigger data set made by repetition)."""
+    if not items:
+        raise ValueError("nothing to repeat")
+    return [items[i % len(items)] for i in range(n)]
+
+
+def fmt_spread(s: dict, unit: str = "", digits: int = 1) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(s['median'])}{unit} [{f.format(s['min'])}-{f.format(s['max'])}]"
+
+
+def fmt_ratio(s: dict) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    return f"{s['median']:.2f}x [{s['min']:.2f}-{s['max']:.2f}]"
+
+
+def with_random_system_prompts(records: list[dict], seed: int = 0) -> list[dict]:
+    """The same conversations, each with its own system prompt (a random ticket id in front of it),
+    so that no two share a token prefix beyond the first few template tokens."""
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        msgs = [dict(m) for m in r["messages"]]
+        tag = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(10))
+        if msgs and msgs[0]["role"] == "system":
+            msgs[0]["content"] = f"Ticket {tag}. " + msgs[0]["content"]
+        else:
+            msgs.insert(0, {"role": "system", "content": f"Ticket {tag}."})
+        out.append({**r, "messages": msgs})
+    return out
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+def machine() -> dict:
+    import torch
+
+    from pipeline.backends import cpu_has_bf16
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"cpu_model": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "amx_or_avx512_bf16": cpu_has_bf16(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM"),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform(),
+            "versions": versions()}
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def dataset_tools() -> list[dict]:
+    from pipeline.validate import normalize_tools
+
+    tools, errors = normalize_tools(json.loads((DATA / "tools.json").read_text(encoding="utf-8")))
+    if errors:
+        raise RuntimeError(f"bundled tools.json: {errors}")
+    return tools
+
+
+def records(path: Path, tools: list[dict]) -> list[dict]:
+    """The bundled conversations, normalized by the validator (tools attached)."""
+    from pipeline.validate import Schemas, check_line
+
+    schemas = Schemas()
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            raw = raw.rstrip(b"\r\n")
+            if raw.strip():
+                rec, _ = check_line(raw, tools, schemas)
+                if rec is not None:
+                    out.append(rec)
+    return out
+
+
+def load_chat():
+    from pipeline import recipe as recipe_mod
+    from pipeline.chat import Chat
+    from pipeline.models import load_tokenizer
+
+    recipe = recipe_mod.load(RECIPE, [])
+    tok = load_tokenizer(recipe)
+    return recipe, tok, Chat.for_recipe(recipe, tok)
+
+
+# --- 1. validation --------------------------------------------------------------------------------
+
+def bench_validate(cfg: dict, tmp: Path) -> dict:
+    from pipeline import recipe as recipe_mod
+    from pipeline import validate
+
+    n = cfg["validate_lines"]
+    tools = dataset_tools()
+    lines = [ln for ln in (DATA / "train.jsonl").read_bytes().splitlines() if ln.strip()]
+    big = tmp / "validate_big.jsonl"
+    big.write_bytes(b"\n".join(repeat_to(lines, n)) + b"\n")
+    with open(big, "rb") as f:  # read back as the stage does (bytes, newline stripped)
+        raws = [raw.rstrip(b"\r\n") for raw in f]
+    base_rates, check_rates, bad = [], [], 0
+    for _ in range(cfg["repeats"]):
+        t = time.perf_counter()
+        for raw in raws:
+            json.loads(raw)
+        base_rates.append(n / (time.perf_counter() - t))
+        schemas = validate.Schemas()  # fresh each repeat: schema compilation is part of the cost
+        t = time.perf_counter()
+        bad = 0
+        for raw in raws:
+            rec, errors = validate.check_line(raw, tools, schemas)
+            bad += rec is None
+        check_rates.append(n / (time.perf_counter() - t))
+    out = {"lines": n, "file_mb": round(big.stat().st_size / 1e6, 1), "rejected_by_check_line": bad,
+           "json_loads_examples_per_s": spread(base_rates, 1), "check_line_examples_per_s": spread(check_rates, 1),
+           "check_line_vs_json_loads": spread(ratios(check_rates, base_rates)),
+           "note": "ratio < 1: check_line's throughput as a share of bare json.loads; 1/ratio is the cost of checking"}
+    if cfg["validate_stage"]:
+        from pipeline import common
+
+        os.environ["TOOLTUNE_RUNS"] = str(tmp / "runs")
+        recipe = recipe_mod.load(RECIPE, [f"data.train={big}"])
+        run_dir = recipe_mod.run_dir_for("bench-validate")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        quiet = common.console.quiet
+        common.console.quiet = True  # the stage's own tables are not part of the benchmark output
+        t = time.perf_counter()
+        try:
+            validate.run(recipe, run_dir)
+        finally:
+            common.console.quiet = quiet
+        dt = time.perf_counter() - t
+        report = json.loads((run_dir / "validate" / "report.json").read_text())
+        eval_lines = sum(1 for ln in (DATA / "eval.jsonl").read_bytes().splitlines() if ln.strip())
+        stage_rate = (n + eval_lines) / dt
+        out["stage"] = {"seconds": round(dt, 2), "lines_read": n + eval_lines,
+                        "examples_per_s": round(stage_rate, 1),
+                        "vs_check_line_median": round(stage_rate / out["check_line_examples_per_s"]["median"], 3),
+                        "report_counts": {k: report[k] for k in ("accepted", "rejected", "unused", "read") if k in report},
+                        "note": "validate.run once on the same file + the bundled eval file (dedupe rejects the "
+                                "repeated lines as duplicates and writes them to rejects.jsonl)"}
+    return out
+
+
+# --- 2. counting ----------------------------------------------------------------------------------
+
+def bench_count(cfg: dict) -> dict:
+    import cProfile
+    import pstats
+
+    from pipeline.chat import tokenize_with_mask
+
+    tools = dataset_tools()
+    recs = records(DATA / "train.jsonl", tools)
+    recipe, tok, chat = load_chat()
+    n_total, n_sub = cfg["count_examples"], cfg["count_subset"]
+    subset = repeat_to(recs, min(n_sub, n_total))
+    texts = [chat.render(r["messages"], r["tools"]) for r in subset]  # pre-rendered for (c), untimed
+
+    def way_a():
+        return [tokenize_with_mask(chat, r["messages"], r["tools"])[2] for r in subset]
+
+    def way_b():
+        out = []
+        for r in subset:
+            enc = tok.apply_chat_template(r["messages"], tools=r["tools"], tokenize=True)
+            out.append(list(enc["input_ids"]) if hasattr(enc, "keys") else list(enc))
+        return out
+
+    def way_c():
+        return tok(texts, add_special_tokens=False)["input_ids"]
+
+    rates = {"a": [], "b": [], "c": []}
+    ids = {}
+    for rep in range(cfg["repeats"]):
+        order = ("a", "b", "c") if rep % 2 == 0 else ("c", "b", "a")
+        for k in order:
+            t = time.perf_counter()
+            got = {"a": way_a, "b": way_b, "c": way_c}[k]()
+            dt = time.perf_counter() - t
+            ids[k] = got
+            rates[k].append(sum(len(x) for x in got) / dt)
+    tokens = sum(len(x) for x in ids["a"])
+    identical = ids["a"] == [list(x) for x in ids["b"]] == [list(x) for x in ids["c"]]
+    per_ex = tokens / len(subset)
+    out = {
+        "examples": n_total, "measured_on": len(subset), "extrapolated": len(subset) < n_total,
+        "tokens_per_example": round(per_ex, 1), "token_ids_identical_a_b_c": identical,
+        "a_tokenize_with_mask_tokens_per_s": spread(rates["a"], 1),
+        "b_apply_chat_template_loop_tokens_per_s": spread(rates["b"], 1),
+        "c_raw_batched_tokenizer_tokens_per_s": spread(rates["c"], 1),
+        "a_vs_b": spread(ratios(rates["a"], rates["b"])),
+        "a_vs_c": spread(ratios(rates["a"], rates["c"])),
+        "c_vs_b": spread(ratios(rates["c"], rates["b"])),
+        "estimated_seconds_for_all": {k: round(n_total * per_ex / statistics.median(v), 1) for k, v in rates.items()},
+        "targets": {"a_vs_b_at_least": 10.0, "a_vs_c_within": 1.5},
+    }
+    med_ab = out["a_vs_b"]["median"]
+    med_ac = out["a_vs_c"]["median"]
+    out["target_met"] = {"a_vs_b": med_ab >= 10.0, "a_vs_c": med_ac >= 1 / 1.5}
+    out["target_gap"] = {"a_vs_b_short_by": round(10.0 / med_ab, 2), "a_vs_c_slower_by": round(1 / med_ac, 2)}
+
+    # Where tokenize_with_mask's time goes.
+    prof_n = min(cfg["profile_examples"], len(subset))
+    pr = cProfile.Profile()
+    pr.enable()
+    for r in subset[:prof_n]:
+        tokenize_with_mask(chat, r["messages"], r["tools"])
+    pr.disable()
+    st = pstats.Stats(pr).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
+
+    def cum(func: str, file_part: str = "") -> tuple[float, int]:
+        hits = [(v[3], v[1]) for k, v in st.items() if k[2] == func and file_part in k[0]]
+        return (max(h[0] for h in hits), max(h[1] for h in hits)) if hits else (0.0, 0)
+
+    total, _ = cum("tokenize_with_mask", "chat.py")
+    render, renders = cum("render_jinja_template")
+    encode, encodes = cum("__call__", "tokenization_utils_base")
+    sandbox, _ = cum("getattr", "sandbox.py")
+    out["profile"] = {
+        "examples": prof_n, "seconds": round(total, 3),
+        "jinja_renders_per_example": round(renders / max(1, prof_n), 2),
+        "share_jinja_render": round(render / max(total, 1e-9), 3),
+        "share_jinja_sandbox_getattr": round(sandbox / max(total, 1e-9), 3),
+        "share_tokenizer_call": round(encode / max(total, 1e-9), 3),
+        "tokenizer_calls_per_example": round(encodes / max(1, prof_n), 2),
+        "share_other": round(max(0.0, total - render - encode) / max(total, 1e-9), 3),
+    }
+    return out
+
+
+# --- 3. training (one subprocess per configuration) ------------------------------------------------
+
+def vm_hwm_mb() -> float:
+    """Peak resident set size of this process so far (Linux VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_worker(spec: dict) -> dict:
+    """Train `spec["steps"]` + `spec["warmup"]` steps in this process; per-step times, losses, memory."""
+    import psutil
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from pipeline import recipe as recipe_mod
+    from pipeline.backends import lora_config_kwargs
+    from pipeline.models import builtin_dir, load_tokenizer
+    from pipeline.packing import PackCollator
+    from pipeline.train import make_trainer_class
+
+    recipe = recipe_mod.load(RECIPE, [])
+    seed = recipe.seed
+    set_seed(seed)
+    rows = [json.loads(line) for line in open(spec["data"], encoding="utf-8")]
+    model = AutoModelForCausalLM.from_pretrained(builtin_dir(recipe.model), dtype=torch.float32,
+                                                 attn_implementation="sdpa", use_safetensors=True)
+    tok = load_tokenizer(recipe)
+    torch.manual_seed(seed)  # the same LoRA initialization in every configuration
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora_config_kwargs(recipe)))
+    rss_loaded = psutil.Process().memory_info().rss / 2**20
+    peak_loaded = vm_hwm_mb()
+
+    per_batch: list[dict] = []
+    losses: list[float] = []
+    mode = spec["mode"]
+    if mode == "baseline":
+        class Plain(SFTTrainer):
+            # TRL 1.15's own loss is a fused Triton LM head, absent from CPU torch: the plain script's
+            # loss here is transformers.Trainer's, i.e. the model's own cross-entropy over all logits.
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        base_cls, collator = Plain, None
+    else:
+        stats: dict = {}
+        base_cls = make_trainer_class(SFTTrainer)
+        collator = PackCollator(pad_id=tok.pad_token_id, mode=mode, max_pack_tokens=recipe.train.max_pack_tokens,
+                                mask_kind="bool", dtype=model.dtype, stats=stats)
+
+    class Recorded(base_cls):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            losses.append(float((out[0] if return_outputs else out).detach().float()))
+            return out
+
+    def counting(inner):
+        def collate(examples):
+            before = dict(getattr(inner, "stats", None) or {})
+            batch = inner(examples)
+            real = sum(len(e["input_ids"]) for e in examples)
+            computed = batch["input_ids"].numel()
+            if isinstance(inner, PackCollator):
+                pad = inner.stats.get("pad_tokens", 0) - before.get("pad_tokens", 0)
+            else:
+                pad = int((batch["attention_mask"] == 0).sum())
+            per_batch.append({"conversations": len(examples), "real_tokens": real, "computed_tokens": computed,
+                              "pad_tokens": pad, "rows": int(batch["input_ids"].shape[0]),
+                              "width": int(batch["input_ids"].shape[1])})
+            return batch
+        return collate
+
+    steps = spec["warmup"] + spec["steps"]
+    args = SFTConfig(
+        output_dir=spec["tmp"], per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1,
+        max_steps=steps, learning_rate=recipe.train.lr, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0, optim="adamw_torch", logging_steps=1, save_strategy="no", seed=seed, data_seed=seed,
+        use_cpu=True, bf16=spec["bf16"], report_to="none", remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True}, max_length=None, dataloader_num_workers=0,
+        disable_tqdm=True, gradient_checkpointing=recipe.train.gradient_checkpointing)  # TRL's default is on
+    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, a, state, control, **kw):
+            ends.append(time.perf_counter())
+
+    trainer = Recorded(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                       processing_class=tok, callbacks=[Clock()])
+    trainer.data_collator = counting(trainer.data_collator)
+    trainer.train()
+    step_s = [b - a for a, b in zip(ends, ends[1:])]
+    timed = slice(spec["warmup"], steps)
+    return {"mode": mode, "bf16": spec["bf16"], "step_seconds": step_s, "timed_step_seconds": step_s[timed],
+            "losses": losses, "batches": per_batch, "timed_batches": per_batch[timed],
+            "peak_rss_mb": round(vm_hwm_mb(), 1), "peak_rss_after_load_mb": round(peak_loaded, 1),
+            "rss_after_load_mb": round(rss_loaded, 1), "torch_threads": torch.get_num_threads(),
+            "attn_implementation": getattr(model.config, "_attn_implementation", None)}
+
+
+def run_worker(spec: dict, tmp: Path) -> dict:
+    spec_path = tmp / f"spec-{spec['name']}.json"
+    out_path = tmp / f"result-{spec['name']}.json"
+    spec_path.write_text(json.dumps({**spec, "tmp": str(tmp / f"trainer-{spec['name']}")}))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "pipeline.bench", "--worker", str(spec_path), "--worker-out", str(out_path)],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"train worker {spec['name']} failed:\n{p.stderr[-4000:]}")
+    res = json.loads(out_path.read_text())
+    res["process_seconds"] = round(time.perf_counter() - t, 1)
+    return res
+
+
+def tokenized_rows(recs: list[dict], chat) -> list[dict]:
+    from pipeline.chat import tokenize_with_mask
+    from pipeline.packing import IGNORE
+
+    rows = []
+    for r in recs:
+        _, _, ids, mask = tokenize_with_mask(chat, r["messages"], r["tools"])
+        rows.append({"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)]})
+    return rows
+
+
+def summarize_train(res: dict, base: dict | None) -> dict:
+    steps = res["timed_step_seconds"]
+    batches = res["timed_batches"]
+    conv_rates = [b["conversations"] / s for b, s in zip(batches, steps)]
+    tok_rates = [b["real_tokens"] / s for b, s in zip(batches, steps)]
+    computed = sum(b["computed_tokens"] for b in res["batches"])
+    out = {
+        "conversations_per_s": spread(conv_rates, 3), "real_tokens_per_s": spread(tok_rates, 1),
+        "step_seconds": spread(steps, 2),
+        "padding_share_of_computed": round(sum(b["pad_tokens"] for b in res["batches"]) / max(1, computed), 4),
+        "computed_tokens_per_step": spread([b["computed_tokens"] for b in res["batches"]], 0),
+        "real_tokens_per_step": spread([b["real_tokens"] for b in res["batches"]], 0),
+        "computed_over_real": round(computed / max(1, sum(b["real_tokens"] for b in res["batches"])), 4),
+        "rows_x_width": [f"{b['rows']}x{b['width']}" for b in res["batches"]],
+        "peak_rss_mb": res["peak_rss_mb"], "peak_rss_after_load_mb": res["peak_rss_after_load_mb"],
+        "training_rss_increase_mb": round(res["peak_rss_mb"] - res["rss_after_load_mb"], 1),
+        "losses": [round(x, 6) for x in res["losses"]], "process_seconds": res.get("process_seconds"),
+    }
+    if base is not None:
+        # Step k holds the same conversations in every configuration: per-step time ratios pair up.
+        out["speedup_vs_baseline"] = spread(ratios(base["timed_step_seconds"], steps), 3)
+        out["peak_rss_vs_baseline"] = round(res["peak_rss_mb"] / base["peak_rss_mb"], 3)
+        out["max_abs_loss_diff_vs_baseline"] = float(max(abs(a - b) for a, b in zip(res["losses"], base["losses"])))
+    return out
+
+
+def bench_train(cfg: dict, tmp: Path) -> dict:
+    from pipeline.backends import cpu_has_bf16
+
+    tools = dataset_tools()
+    recipe, tok, chat = load_chat()
+    k = cfg["train_batch"] * (cfg["train_warmup"] + cfg["train_steps"])
+    recs = records(DATA / "train.jsonl", tools)[:k]
+    datasets = {"shared": recs, "distinct": with_random_system_prompts(recs)}
+    configs = [("baseline", "baseline", False), ("tooltune_unpacked", "none", False),
+               ("tooltune_packed", "shared_prefix", False)]
+    if cpu_has_bf16():
+        configs.append(("tooltune_packed_bf16", "shared_prefix", True))
+    wanted = {"shared": set(cfg["train_configs"]), "distinct": set(cfg["train_distinct_configs"])}
+    out: dict = {"conversations": k, "batch": cfg["train_batch"], "warmup_steps": cfg["train_warmup"],
+                 "timed_steps": cfg["train_steps"], "lr": recipe.train.lr,
+                 "lora": {"r": recipe.lora_r, "alpha": recipe.lora_alpha, "dropout": recipe.lora.dropout,
+                          "use_rslora": recipe.lora.use_rslora, "target_modules": list(recipe.lora.target_modules)},
+                 "notes": [
+                     "baseline: TRL SFTTrainer + peft LoRA, TRL's default collator (right-padded rows), no packing, "
+                     "labels = assistant tokens; its compute_loss is transformers.Trainer.compute_loss (the model's "
+                     "own cross-entropy over all logits) because TRL 1.15's fused LM-head loss needs Triton, which "
+                     "CPU torch lacks; the tooltune configs use pipeline.train.make_trainer_class(SFTTrainer)",
+                     "every configuration: same LoRA init (torch.manual_seed before get_peft_model, the recipe's "
+                     "LoRA settings incl. rsLoRA and dropout 0 so that losses are comparable), same conversations "
+                     "in the same batches, constant lr, adamw_torch, fp32 weights, one subprocess each",
+                     "speedup_vs_baseline: baseline step time / config step time, per timed step (step k holds the "
+                     "same conversations everywhere); min/median/max over the timed steps",
+                     "peak RSS: VmHWM of the worker process (imports + model + training)"]}
+    for label, recs_ in datasets.items():
+        if not cfg["train_distinct_configs"] and label == "distinct":
+            continue
+        data_path = tmp / f"train-{label}.jsonl"
+        rows = tokenized_rows(recs_, chat)
+        data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        from pipeline.packing import common_prefix
+
+        b = cfg["train_batch"]
+        prefixes = [common_prefix([r["input_ids"] for r in rows[i:i + b]], [r["labels"] for r in rows[i:i + b]])
+                    for i in range(0, len(rows), b)]
+        section: dict = {"shared_prefix_tokens_per_batch": spread(prefixes, 0),
+                         "mean_tokens_per_conversation": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)}
+        results = {}
+        for name, mode, bf16 in configs:
+            if name not in wanted[label]:
+                continue
+            console.print(f"[dim]bench train ({label} prompts): {name} ...[/]")
+            spec = {"name": f"{label}-{name}", "data": str(data_path), "mode": mode, "bf16": bf16,
+                    "batch": cfg["train_batch"], "warmup": cfg["train_warmup"], "steps": cfg["train_steps"]}
+            results[name] = run_worker(spec, tmp)
+        base = results["baseline"]
+        for name, res in results.items():
+            section[name] = summarize_train(res, None if name == "baseline" else base)
+        fp32 = [n for n in results if n != "baseline" and not results[n]["bf16"]]
+        if fp32:
+            section["max_abs_loss_diff_fp32_configs"] = max(section[n]["max_abs_loss_diff_vs_baseline"] for n in fp32)
+        out[label] = section
+    return out
+
+
+# --- 4. evaluation --------------------------------------------------------------------------------
+
+def bench_eval(cfg: dict) -> dict:
+    import contextlib
+
+    import torch
+
+    from pipeline.backends import cpu_has_bf16, cuda_available
+    from pipeline.evaluate import eval_items, load_model
+    from pipeline.generation import common_prefix_len, greedy
+    from pipeline.models import resolve
+
+    tools = dataset_tools()
+    recipe, tok, chat = load_chat()
+    items = eval_items(records(DATA / "eval.jsonl", tools), chat.fmt, cfg["eval_prompts"])
+    prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
+    eot = tok.convert_tokens_to_ids(chat.eot)
+    model = load_model(resolve(recipe.model, "model"), recipe)
+    use_bf16 = recipe.cpu_bf16 and not cuda_available() and cpu_has_bf16()
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rates = {True: [], False: []}
+    outs = {}
+    for rep in range(cfg["eval_repeats"]):
+        for share in ((True, False) if rep % 2 == 0 else (False, True)):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+            t = time.perf_counter()
+            with ctx:
+                outs[share] = greedy(model, tok, prompts, eot, cfg["eval_new_tokens"], recipe.eval.batch_size,
+                                     share_prefix=share)
+            rates[share].append(len(prompts) / (time.perf_counter() - t))
+    same = sum(a == b for a, b in zip(outs[True], outs[False]))
+    return {"prompts": len(prompts), "max_new_tokens": cfg["eval_new_tokens"], "batch_size": recipe.eval.batch_size,
+            "bf16_autocast": use_bf16, "prompt_tokens": spread([len(x) for x in ids], 0),
+            "shared_prefix_tokens": common_prefix_len(ids),
+            "generated_tokens": sum(len(x) for x in outs[True]),
+            "share_prefix_turns_per_s": spread(rates[True], 3), "plain_turns_per_s": spread(rates[False], 3),
+            "share_prefix_vs_plain": spread(ratios(rates[True], rates[False]), 3),
+            "identical_outputs": f"{same}/{len(prompts)}",
+            "note": "as the evaluate stage runs it: the base model, bf16 autocast where the CPU has AMX/AVX512-BF16"}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def show(res: dict) -> None:
+    # A wide table even when stdout is not a terminal (make bench | tee, CI logs).
+    out = console if console.is_terminal else Console(highlight=False, width=170)
+    m = res["machine"]
+    t = Table(title="machine", show_header=False)
+    for k in ("cpu_model", "logical_cores", "usable_cores", "amx_or_avx512_bf16", "torch", "torch_threads",
+              "TOKENIZERS_PARALLELISM", "load_average_at_start", "load_average_at_end"):
+        t.add_row(k, str(m.get(k)))
+    out.print(t)
+    s = res["sections"]
+    t = Table(title=f"benchmarks ({res['mode']}, {res['repeats']} repeats): median [min-max]")
+    for c in ("section", "measure", "value", "baseline", "ratio"):
+        t.add_column(c, justify="left" if c in ("section", "measure") else "right")
+    if "validate" in s:
+        v = s["validate"]
+        t.add_row("validate", f"check_line, {v['lines']:,} lines (ex/s)", fmt_spread(v["check_line_examples_per_s"]),
+                  "json.loads " + fmt_spread(v["json_loads_examples_per_s"]), fmt_ratio(v["check_line_vs_json_loads"]))
+        if "stage" in v:
+            st = v["stage"]
+            t.add_row("", f"validate.run, {st['lines_read']:,} lines (ex/s)", f"{st['examples_per_s']:,.1f}",
+                      "check_line (median)", f"{st['vs_check_line_median']:.2f}x")
+    if "count" in s:
+        c = s["count"]
+        ex = f" on {c['measured_on']:,} of {c['examples']:,}" + (" (extrapolated)" if c["extrapolated"] else "")
+        t.add_row("count", "(a) tokenize_with_mask tok/s" + ex, fmt_spread(c["a_tokenize_with_mask_tokens_per_s"], digits=0),
+                  "(b) loop " + fmt_spread(c["b_apply_chat_template_loop_tokens_per_s"], digits=0), fmt_ratio(c["a_vs_b"]))
+        t.add_row("", "(a) vs (c) raw batched tokenizer", "", "(c) " + fmt_spread(c["c_raw_batched_tokenizer_tokens_per_s"], digits=0),
+                  fmt_ratio(c["a_vs_c"]))
+        t.add_row("", "targets: a/b >= 10x, a/c >= 0.67x", f"a/b {'met' if c['target_met']['a_vs_b'] else 'missed'}, "
+                  f"a/c {'met' if c['target_met']['a_vs_c'] else 'missed'}", "",
+                  f"short {c['target_gap']['a_vs_b_short_by']}x / {c['target_gap']['a_vs_c_slower_by']}x")
+        p = c["profile"]
+        t.add_row("", "tokenize_with_mask profile", f"jinja {p['share_jinja_render']:.0%} "
+                  f"({p['jinja_renders_per_example']} renders/ex), tokenizer {p['share_tokenizer_call']:.0%}", "", "")
+        est = c["estimated_seconds_for_all"]
+        t.add_row("", f"est. seconds for {c['examples']:,} (a / b / c)", f"{est['a']} / {est['b']} / {est['c']}", "", "")
+    if "train" in s:
+        tr = s["train"]
+        for label in ("shared", "distinct"):
+            if label not in tr:
+                continue
+            sec = tr[label]
+            t.add_row(f"train ({label} prompts)", f"shared prefix per batch: {fmt_spread(sec['shared_prefix_tokens_per_batch'], digits=0)}"
+                      " tokens", "", "", "")
+            for name in ("baseline", "tooltune_unpacked", "tooltune_packed", "tooltune_packed_bf16"):
+                if name not in sec:
+                    continue
+                r = sec[name]
+                diff = r.get("max_abs_loss_diff_vs_baseline")
+                t.add_row("", f"{name}: conv/s | real tok/s | pad share | peak RSS MB | loss diff",
+                          f"{fmt_spread(r['conversations_per_s'], digits=3)} | {fmt_spread(r['real_tokens_per_s'], digits=0)} | "
+                          f"{r['padding_share_of_computed']:.1%} | {r['peak_rss_mb']:,.0f}"
+                          + ("" if diff is None else f" | {diff:.2e}"),
+                          "baseline" if name == "baseline" else f"RSS {r['peak_rss_vs_baseline']:.2f}x",
+                          "1.00x" if name == "baseline" else fmt_ratio(r["speedup_vs_baseline"]))
+    if "eval" in s:
+        e = s["eval"]
+        t.add_row("eval", f"greedy share_prefix, {e['prompts']} prompts x {e['max_new_tokens']} new (turns/s)",
+                  fmt_spread(e["share_prefix_turns_per_s"], digits=3), "plain " + fmt_spread(e["plain_turns_per_s"], digits=3),
+                  fmt_ratio(e["share_prefix_vs_plain"]))
+        t.add_row("", "identical outputs", e["identical_outputs"], "", "")
+    out.print(t)
+
+
+ALL_TRAIN = ["baseline", "tooltune_unpacked", "tooltune_packed", "tooltune_packed_bf16"]
+
+
+def config(quick: bool, repeats: int | None) -> dict:
+    """Sizes. Training dominates: SmolLM2-135M forward+backward runs at a few hundred tokens/s on 2
+    cores, and an unpacked batch of 8 bundled conversations is ~5,600 tokens, so the full run trains
+    batches of 4 for 1 warmup + 2 timed steps to stay near 10 minutes (--train-batch/--train-steps
+    raise it)."""
+    if quick:
+        c = dict(repeats=2, validate_lines=2000, validate_stage=True, count_examples=2000, count_subset=60,
+                 profile_examples=20, train_batch=2, train_warmup=0, train_steps=1,
+                 train_configs=["baseline", "tooltune_packed"], train_distinct_configs=[],
+                 eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
+    else:
+        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=600,
+                 profile_examples=100, train_batch=4, train_warmup=1, train_steps=2,
+                 train_configs=ALL_TRAIN, train_distinct_configs=["baseline", "tooltune_packed"],
+                 eval_prompts=16, eval_new_tokens=32, eval_repeats=2)
+    if repeats:
+        c["repeats"] = repeats
+        c["eval_repeats"] = repeats
+    return c
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute a section): for debugging")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3; --quick 2)")
+    ap.add_argument("--sections", default="validate,count,train,eval", help="comma-separated subset to run")
+    ap.add_argument("--out", default=str(OUT), help="where to write the JSON results")
+    ap.add_argument("--train-batch", type=int, default=None, help="conversations per training step (full: 4)")
+    ap.add_argument("--train-warmup", type=int, default=None, help="untimed first steps (full: 1)")
+    ap.add_argument("--train-steps", type=int, default=None, help="timed training steps (full: 2)")
+    ap.add_argument("--train-distinct", default=None,
+                    help="configs to run on distinct-prompt data, comma-separated (full: baseline,tooltune_packed)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if a.worker:
+        res = train_worker(json.loads(Path(a.worker).read_text()))
+        Path(a.worker_out).write_text(json.dumps(res))
+        return
+    cfg = config(a.quick, a.repeats)
+    for key in ("train_batch", "train_warmup", "train_steps"):
+        if getattr(a, key) is not None:
+            cfg[key] = getattr(a, key)
+    if a.train_distinct is not None:
+        cfg["train_distinct_configs"] = [x for x in a.train_distinct.split(",") if x]
+    sections = [x.strip() for x in a.sections.split(",") if x.strip()]
+    unknown = set(sections) - {"validate", "count", "train", "eval"}
+    if unknown:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    started = time.time()
+    res = {"mode": "quick" if a.quick else "full", "repeats": cfg["repeats"], "config": cfg, "machine": machine(),
+           "sections": {}, "section_seconds": {}}
+    out = Path(a.out)
+    with tempfile.TemporaryDirectory(prefix="tooltune-bench-") as d:
+        tmp = Path(d)
+        for name in sections:
+            console.print(f"[bold]bench:[/] {name} ...")
+            t = time.time()
+            fn = {"validate": lambda: bench_validate(cfg, tmp), "count": lambda: bench_count(cfg),
+                  "train": lambda: bench_train(cfg, tmp), "eval": lambda: bench_eval(cfg)}[name]
+            res["sections"][name] = fn()
+            res["section_seconds"][name] = round(time.time() - t, 1)
+            res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            res["wall_seconds"] = round(time.time() - started, 1)
+            write_json_atomic(out, res)  # after every section: a partial run keeps what it measured
+    show(res)
+    console.print(f"[green]bench[/] -> {out} ({res['wall_seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

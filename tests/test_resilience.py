@@ -1,0 +1,367 @@
+"""Faults a user will meet: kill -9 mid-training, an export that dies half-way, bad recipes and names,
+secrets in the environment, conversations longer than max_seq_length.
+
+Everything runs on the tiny random Llama of conftest.py, through the real stage entry points (and, for
+the kill, the real `python -m pipeline.train` in a subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import common, count, evaluate, export, load, train, validate
+from pipeline import recipe as recipe_mod
+from pipeline.recipe import ROOT, RecipeError
+
+RECIPE = "smollm2-135m-tools"
+SECRETS = {"HF_TOKEN": "hf_FAKEtoken1234567890", "WANDB_API_KEY": "fake-wandb-key-0987"}
+STEPS = 6
+
+
+def tiny_args(model_dir) -> list[str]:
+    """12 conversations, batch 2, 6 steps (one epoch), a checkpoint every 2 steps; tiny eval/export."""
+    return [f"model={model_dir}", "cpu_bf16=false", "data.max_train=12", "data.eval_max=2",
+            f"train.max_steps={STEPS}", "train.save_steps=2", "train.batch_size=2", "train.logging_steps=1",
+            "eval.max_turns=2", "eval.batch_size=2", "eval.max_new_tokens=6", "export.check_prompts=2",
+            "export.dtype=float16"]
+
+
+def stage(module, run: str, args: list[str]) -> None:
+    module.main(["--recipe", RECIPE, "--run", run, *args])
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def assert_no_secrets(folder: Path) -> int:
+    """Every file under `folder`, text or binary, must be free of the secret values. Returns files scanned."""
+    needles = [v.encode() for v in SECRETS.values()]
+    # also as UTF-16 (some binary formats store strings that way); JSON escaping leaves these ASCII values as is
+    needles += [v.encode("utf-16-le") for v in SECRETS.values()]
+    n = 0
+    for p in folder.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            n += 1
+            for s in needles:
+                assert s not in data, f"secret leaked into {p.relative_to(folder)}"
+    return n
+
+
+# --- the uninterrupted reference run, with secrets in the environment ---------------------------------
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these models are tiny, and on a shared 2-core machine two threads fighting
+    another job's threads made a 6-step run 12x slower (22 s vs 1.8 s). Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def chain(one_thread, tiny_model_dir, tmp_path_factory) -> Path:
+    """The whole chain (validate .. evaluate) on the tiny model, uninterrupted, with HF_TOKEN/WANDB_API_KEY set."""
+    runs = tmp_path_factory.mktemp("chain") / "runs"
+    args = tiny_args(tiny_model_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TOOLTUNE_RUNS", str(runs))
+        for k, v in SECRETS.items():
+            mp.setenv(k, v)
+        took = {}
+        for module in (validate, count, load, train, export, evaluate):
+            t0 = time.time()
+            stage(module, "full", args)
+            took[module.STAGE] = round(time.time() - t0, 1)
+    print(f"\nchain stage seconds: {took}")
+    return runs / "full"
+
+
+# --- 1. kill -9 during training, then resume -----------------------------------------------------------
+
+def test_kill_9_mid_training_resumes_to_the_same_adapter(chain, tiny_model_dir, runs_dir, monkeypatch):
+    from safetensors.torch import load_file
+
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    args = tiny_args(tiny_model_dir)
+    run = runs_dir / "R"
+    run.mkdir(parents=True)
+    for d in ("validate", "tokens"):  # the same validate + count outputs as the chain's (saves their run time)
+        shutil.copytree(chain / d, run / d)
+    env = {**os.environ, "TOOLTUNE_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pipeline.train", "--recipe", RECIPE, "--run", "R", *args]
+    ckpts = run / "train" / "checkpoints"
+
+    first_out = run.parent / "first-train.out"
+    with open(first_out, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 240
+        try:
+            # Kill the moment checkpoint-4 appears: usually while the Trainer is still writing it.
+            while not (ckpts / "checkpoint-4").exists():
+                assert proc.poll() is None, "train ended before it could be killed:\n" + first_out.read_text()[-3000:]
+                assert time.time() < deadline, "no checkpoint-4 within 240 s"
+                time.sleep(0.005)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = sorted(p.name for p in (ckpts / "checkpoint-4").iterdir()) if (ckpts / "checkpoint-4").exists() else None
+    assert not (run / "train" / "adapter").exists(), "a killed run must leave no final adapter"
+    assert not (run / "train" / "stage.json").exists(), "a killed run must leave no stage.json"
+    lines_before = len(read_log(run / "train" / "log.jsonl"))
+
+    # The same command again, to completion (in-process: same entry point, saves a torch import).
+    stage(train, "R", args)
+    figures = json.loads((run / "train" / "figures.json").read_text())
+    assert figures["resumed"] is True
+    assert figures["steps"] == STEPS
+    side = json.loads((run / "train" / "stage.json").read_text())
+    assert side["figures"]["steps"] == STEPS
+    assert (run / "train" / "adapter" / "adapter_model.safetensors").is_file()
+    after = read_log(run / "train" / "log.jsonl")[lines_before:]
+    assert after and after[0]["step"] > 2, f"did not resume from a checkpoint: {after[:1]}"
+    assert after[-1]["step"] == STEPS
+
+    # Same settings, uninterrupted (the chain fixture): the adapters must agree.
+    a = load_file(run / "train" / "adapter" / "adapter_model.safetensors")
+    b = load_file(chain / "train" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    max_abs = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    scale = max(float(b[k].float().abs().max()) for k in b)
+    print(f"\nkill/resume: partial checkpoint-4 at kill: {partial}; resumed at step "
+          f"{after[0]['step']}; adapter max|resumed - uninterrupted| = {max_abs:.3g} (max |w| = {scale:.3g})")
+    # fp32 on CPU, same data order and restored RNG (dropout): only summation order may differ
+    # (subprocess vs in-process, thread scheduling), which moves fp32 results by ~1e-7 relative.
+    # 1e-4 of the largest weight is three orders above that and far below what a step of
+    # lr 2e-4 (or a shuffled batch, or another dropout mask) changes.
+    assert max_abs <= 1e-4 * scale
+    assert_no_secrets(run)
+
+
+def test_a_checkpoint_cut_off_mid_write_is_skipped(chain, tiny_model_dir, runs_dir, monkeypatch, capsys):
+    """Deterministic version of the race above: the newest checkpoint folder exists but is incomplete."""
+    run = runs_dir / "P"
+    run.mkdir(parents=True)
+    for d in ("validate", "tokens"):
+        shutil.copytree(chain / d, run / d)
+    args = tiny_args(tiny_model_dir)
+    ckpts = run / "train" / "checkpoints"
+    shutil.copytree(chain / "train" / "checkpoints", ckpts)
+    # the chain kept checkpoint-4 and checkpoint-6; make 6 look cut off (no trainer_state, no optimizer)
+    names = sorted(p.name for p in ckpts.glob("checkpoint-*"))
+    assert names == ["checkpoint-4", "checkpoint-6"], names
+    (ckpts / "checkpoint-6" / "trainer_state.json").unlink()
+    (ckpts / "checkpoint-6" / "optimizer.pt").unlink()
+    # The stamp must carry this run's training fingerprint (it covers the run folder's path), as if this
+    # run had written the checkpoints: record it when train computes it.
+    real_fp = train.fingerprint
+
+    def stamping_fp(*a, **kw):
+        fp = real_fp(*a, **kw)
+        (ckpts / "fingerprint.txt").write_text(fp)
+        return fp
+
+    monkeypatch.setattr(train, "fingerprint", stamping_fp)
+    capsys.readouterr()
+    stage(train, "P", args)
+    out = capsys.readouterr().out
+    assert "another configuration" not in out
+    assert "checkpoint-6 was cut off" in out
+    figures = json.loads((run / "train" / "figures.json").read_text())
+    assert figures["resumed"] and figures["steps"] == STEPS
+    assert read_log(run / "train" / "log.jsonl")[0]["step"] == 5
+
+
+# --- 2. export dies half-way ---------------------------------------------------------------------------
+
+def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_dir, monkeypatch, capsys):
+    run = runs_dir / "X"
+    shutil.copytree(chain, run)
+    args = tiny_args(tiny_model_dir)
+    real_greedy = export.greedy
+    merged = run / "merged"
+
+    def failing(kind):
+        def fake(model, tok, prompts, *a, label=None, **kw):
+            out = real_greedy(model, tok, prompts, *a, label=label, **kw)
+            if label != "merged":
+                return out
+            # inside atomic_dir: merged weights saved and reloaded, the merge check running
+            if kind == "ctrl-c":
+                raise KeyboardInterrupt
+            return [[t + 1 for t in seq] or [1] for seq in out]  # the merge check finds a mismatch
+        return fake
+
+    # (a) no merged/ yet; Ctrl-C in the middle (also stands for any exception: atomic_dir cleans up on
+    # BaseException) while a kill -9 of an earlier try left .merged.tmp behind
+    shutil.rmtree(merged)
+    shutil.rmtree(run / "adapter")
+    (run / ".merged.tmp").mkdir()
+    (run / ".merged.tmp" / "model.safetensors").write_bytes(b"half a file")
+    monkeypatch.setattr(export, "greedy", failing("ctrl-c"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        stage(export, "X", args)
+    assert exc.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted; run the same command again" in err and "Traceback" not in err
+    assert not merged.exists(), "a half-written merged/ was left behind"
+    assert not (run / ".merged.tmp").exists() and not (run / ".merged.old").exists()
+    assert not (run / "adapter").exists()
+
+    # (b) merged/ exists but its stage.json does not match (and its weights are junk): the export
+    # reruns; when it fails on the way (merge-check mismatch), the old folder stays untrusted
+    shutil.copytree(chain / "merged", merged)
+    side = json.loads((merged / "stage.json").read_text())
+    side["fingerprint"] = "0" * 64
+    stale = json.dumps(side)
+    (merged / "stage.json").write_text(stale)
+    (merged / "model.safetensors").write_bytes(b"not a model")
+    monkeypatch.setattr(export, "greedy", failing("mismatch"))
+    with pytest.raises(SystemExit) as exc:
+        stage(export, "X", args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not generate what the adapter model does" in err and "Traceback" not in err
+    assert (merged / "stage.json").read_text() == stale, "the failed export must not vouch for merged/"
+    assert not (run / ".merged.tmp").exists()
+
+    # (c) the next run rebuilds merged/ completely
+    monkeypatch.setattr(export, "greedy", real_greedy)
+    stage(export, "X", args)
+    assert "nothing to do" not in capsys.readouterr().out
+    for f in ("stage.json", "model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja",
+              "README.md", "tooltune.json", "generation_config.json"):
+        assert (merged / f).is_file(), f
+    fp = json.loads((merged / "stage.json").read_text())["fingerprint"]
+    assert fp != "0" * 64 and common.up_to_date(merged, fp)
+    assert not (run / ".merged.tmp").exists() and not (run / ".merged.old").exists()
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    assert load_file(merged / "model.safetensors"), "model.safetensors was rebuilt"
+    # and a run with nothing changed trusts it
+    stage(export, "X", args)
+    assert "nothing to do" in capsys.readouterr().out
+
+
+# --- 3. bad recipes and names --------------------------------------------------------------------------
+
+BAD = [
+    (["lora.rank=8"], "unknown key `lora.rank`"),
+    (["train.batch_size=two"], "`train.batch_size` must be int"),
+    (["lora.r=0"], "`lora.r` is 0; it must be at least 1"),
+    (["train.lr=-1e-4"], "`train.lr` is -0.0001; it must be positive"),  # YAML 1.1 reads -1e-4 as a string
+    (["train.lr=-0.5"], "`train.lr` is -0.5; it must be positive"),
+    (["train.batch_size=0"], "`train.batch_size` is 0; it must be at least 1"),
+    (["data.train=data/no_such_file.jsonl"], "`data.train`: no file matches"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD, ids=[o[0] for o, _ in BAD])
+def test_bad_recipe_one_clear_message(overrides, message, runs_dir, capsys):
+    with pytest.raises(RecipeError) as exc:
+        recipe_mod.load(RECIPE, overrides)
+    assert len(exc.value.problems) == 1 and message in exc.value.problems[0], exc.value.problems
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as sysexit:
+        stage(train, "bad", overrides)
+    assert sysexit.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and "Traceback" not in err
+    assert not runs_dir.exists(), "a refused recipe must not create its run folder"
+
+
+def test_readme_lr_override_is_a_float():
+    # README: `train.lr=1e-4`. YAML 1.1 reads a mantissa without a dot as a string.
+    assert recipe_mod.load(RECIPE, ["train.lr=1e-4"]).train.lr == 1e-4
+    assert recipe_mod.load(RECIPE, ["train.lr=5E-5", "lora.dropout=0"]).train.lr == 5e-5
+
+
+def test_every_problem_listed_together(runs_dir, capsys):
+    overrides = ["lora.rank=8", "train.batch_size=two", "lora.r=0", "train.lr=-1", "data.train=nope.jsonl"]
+    with pytest.raises(RecipeError) as exc:
+        recipe_mod.load(RECIPE, overrides)
+    problems = exc.value.problems
+    assert len(problems) == 5, problems
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as sysexit:
+        stage(train, "bad", overrides)
+    assert sysexit.value.code == 2
+    err = capsys.readouterr().err
+    assert "5 problem(s)" in err and err.count("error:") == 1 and "Traceback" not in err
+    for needle in ("lora.rank", "train.batch_size", "lora.r`", "train.lr", "data.train"):
+        assert needle in err
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "..", ".", "a/b", "/etc/passwd", "", "~root"])
+def test_recipe_name_traversal_refused(name):
+    with pytest.raises(RecipeError, match="not allowed"):
+        recipe_mod.recipe_path(name)
+
+
+@pytest.mark.parametrize("name", ["../../tmp/x", "..", ".", "a/b", "/tmp/x", "", "../x"])
+def test_run_name_traversal_refused(name):
+    with pytest.raises(RecipeError, match="not allowed"):
+        recipe_mod.run_dir_for(name)
+
+
+def test_traversal_through_the_cli_writes_nothing(runs_dir, tmp_path, capsys):
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for argv in (["--recipe", "../etc/passwd"], ["--recipe", "..", "--run", "x"], ["--recipe", "a/b"],
+                 ["--run", "../../tmp/x"], ["--run", ".."], ["--run", "../x"]):
+        with pytest.raises(SystemExit) as exc:
+            validate.main(argv)
+        assert exc.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert "not allowed" in err and "Traceback" not in err, (argv, err)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not (tmp_path.parent / "x").exists()
+
+
+# --- 4. secrets in the environment never reach the disk ------------------------------------------------
+
+def test_no_secret_in_any_file_of_the_run(chain):
+    assert (chain / "eval" / "stage.json").is_file(), "the chain ran to the end"
+    n = assert_no_secrets(chain)
+    assert n > 30
+
+
+# --- max_seq_length shorter than the tool-schema prompt ------------------------------------------------
+
+def test_max_seq_length_below_the_prompt_is_refused_by_count(chain, tiny_model_dir, runs_dir, capsys):
+    run = runs_dir / "S"
+    run.mkdir(parents=True)
+    shutil.copytree(chain / "validate", run / "validate")
+    args = [*tiny_args(tiny_model_dir), "max_seq_length=64"]  # the 15-tool schema prompt alone is ~1k tokens
+    capsys.readouterr()
+    for attempt in range(2):  # the second run must refuse too, not find a "done" count stage
+        with pytest.raises(SystemExit) as exc:
+            stage(count, "S", args)
+        assert exc.value.code == 2, attempt
+        err = capsys.readouterr().err
+        assert "longer than max_seq_length=64" in err and "cut assistant tokens" in err, err
+        assert "Traceback" not in err
+        assert not (run / "tokens" / "stage.json").exists()
+    # and training refuses to start from the tokens of a count that failed
+    with pytest.raises(SystemExit) as exc:
+        stage(train, "S", args)
+    assert exc.value.code == 2
+    assert "run the count stage first" in capsys.readouterr().err

@@ -587,6 +587,8 @@ def show(res: dict) -> None:
     t = Table(title=f"benchmarks ({res['mode']}, {res['repeats']} repeats): median [min-max]")
     for c in ("section", "measure", "value", "baseline", "ratio"):
         t.add_column(c, justify="left" if c in ("section", "measure") else "right")
+    for name, err in res.get("errors", {}).items():
+        t.add_row(name, "[red]failed[/]", err[-200:], "", "")
     if "validate" in s:
         v = s["validate"]
         t.add_row("validate", f"check_line, {v['lines']:,} lines (ex/s)", fmt_spread(v["check_line_examples_per_s"]),
@@ -643,19 +645,21 @@ ALL_TRAIN = ["baseline", "tooltune_unpacked", "tooltune_packed", "tooltune_packe
 
 def config(quick: bool, repeats: int | None) -> dict:
     """Sizes. Training dominates: SmolLM2-135M forward+backward runs at a few hundred tokens/s on 2
-    cores, and an unpacked batch of 8 bundled conversations is ~5,600 tokens, so the full run trains
-    batches of 4 for 1 warmup + 2 timed steps to stay near 10 minutes (--train-batch/--train-steps
-    raise it)."""
+    cores (measured ~35-60 with another training job on the same cores), and an unpacked batch of 8
+    bundled conversations is ~6,400 tokens: batch 8 x (1 warmup + 4 timed) steps would take about an
+    hour per pair of configurations there. The default full run therefore trains batches of 2 for
+    1 warmup + 1 timed step to stay near 10 minutes; `--train-batch 8 --train-steps 4` gives the
+    larger run where there is time. Generation is timed once per mode (--repeats raises it)."""
     if quick:
         c = dict(repeats=2, validate_lines=2000, validate_stage=True, count_examples=2000, count_subset=60,
                  profile_examples=20, train_batch=2, train_warmup=0, train_steps=1,
                  train_configs=["baseline", "tooltune_packed"], train_distinct_configs=[],
                  eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
     else:
-        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=600,
-                 profile_examples=100, train_batch=4, train_warmup=1, train_steps=2,
+        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=300,
+                 profile_examples=100, train_batch=2, train_warmup=1, train_steps=1,
                  train_configs=ALL_TRAIN, train_distinct_configs=["baseline", "tooltune_packed"],
-                 eval_prompts=16, eval_new_tokens=32, eval_repeats=2)
+                 eval_prompts=16, eval_new_tokens=32, eval_repeats=1)
     if repeats:
         c["repeats"] = repeats
         c["eval_repeats"] = repeats
@@ -704,9 +708,14 @@ def main(argv=None) -> None:
             t = time.time()
             fn = {"validate": lambda: bench_validate(cfg, tmp), "count": lambda: bench_count(cfg),
                   "train": lambda: bench_train(cfg, tmp), "eval": lambda: bench_eval(cfg)}[name]
-            res["sections"][name] = fn()
+            try:
+                res["sections"][name] = fn()
+            except Exception as e:  # one broken section must not lose the others' figures
+                res.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[-4000:]
+                console.print(f"[red]bench: {name} failed:[/] {type(e).__name__}: {str(e)[-1000:]}")
             res["section_seconds"][name] = round(time.time() - t, 1)
             res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            res["machine"]["versions"] = versions()  # the libraries the sections imported
             res["wall_seconds"] = round(time.time() - started, 1)
             write_json_atomic(out, res)  # after every section: a partial run keeps what it measured
     show(res)

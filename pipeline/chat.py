@@ -62,6 +62,7 @@ class Chat:
     tokenizer: object
     template: str
     fmt: str
+    last_offsets: tuple | None = None
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, tokenizer) -> "Chat":
@@ -132,8 +133,9 @@ def assistant_spans(chat: Chat, messages: list[dict], tools: list[dict] | None) 
             continue
         a = chat.tokenizer.apply_chat_template(msgs[:i], tools=tools or None, tokenize=False,
                                                add_generation_prompt=True, chat_template=chat.template) if i else ""
-        b = chat.tokenizer.apply_chat_template(msgs[: i + 1], tools=tools or None, tokenize=False,
-                                               chat_template=chat.template)
+        # The last turn's rendering is the full conversation: reuse it (one render in five saved).
+        b = full if i == len(msgs) - 1 else chat.tokenizer.apply_chat_template(
+            msgs[: i + 1], tools=tools or None, tokenize=False, chat_template=chat.template)
         if not b.startswith(a):
             # Templates that move text around (Mistral puts tools before the last user turn): take the
             # common prefix, the turn is what follows it.
@@ -162,6 +164,7 @@ def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | Non
     full, spans = assistant_spans(chat, messages, tools)
     enc = chat.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    chat.last_offsets = (full, offsets)  # lets audit_mask skip a second tokenization of the same text
     mask = [0] * len(ids)
     j = 0
     for t, (s, e) in enumerate(offsets):
@@ -176,10 +179,14 @@ def audit_mask(chat: Chat, messages: list[dict], tools, full: str, spans, ids: l
                where: str = "") -> None:
     """Fail loudly if the mask trains a user or tool-result token, or misses an assistant turn or its end."""
     tok = chat.tokenizer
-    enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
-    if enc["input_ids"] != list(ids):
-        raise StageError(f"{where}: token ids do not match the rendering.")
-    offsets = enc["offset_mapping"]
+    cached = getattr(chat, "last_offsets", None)
+    if cached is not None and cached[0] is full and len(cached[1]) == len(ids):
+        offsets = cached[1]
+    else:
+        enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+        if enc["input_ids"] != list(ids):
+            raise StageError(f"{where}: token ids do not match the rendering.")
+        offsets = enc["offset_mapping"]
     trained = [(offsets[t][0], offsets[t][1]) for t in range(len(ids)) if mask[t]]
     # 1. Every trained token lies in an assistant span (tokens at a span's edge may carry a newline).
     for s, e in trained:

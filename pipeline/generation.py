@@ -10,6 +10,7 @@ attention mask, so padding shifts nothing). Greedy outputs equal those of plain 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 from rich.progress import Progress
@@ -26,6 +27,30 @@ def common_prefix_len(seqs: list[list[int]]) -> int:
     while p < n and all(s[p] == first[p] for s in seqs):
         p += 1
     return p
+
+
+@contextlib.contextmanager
+def cpu_gqa(model):
+    """Let SDPA read grouped KV heads directly on CPU instead of copying them per query head.
+
+    transformers uses SDPA's `enable_gqa` only without an attention mask (on CUDA a mask sends it to
+    the slow math kernel anyway) and otherwise repeats K and V for every query head. With padded
+    batches on a CPU that copy dominates decoding: for SmolLM2 (9 query, 3 KV heads), batch 16 and
+    a 900-token cache, SDPA with `enable_gqa` and the mask took 5.5 ms per layer against 28 ms with
+    the copy, with identical outputs. So on CPU we allow it, and restore the library's rule after.
+    """
+    import torch
+    from transformers.integrations import sdpa_attention as sdpa
+
+    if model.device.type != "cpu" or not hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        yield
+        return
+    original = sdpa.use_gqa_in_sdpa
+    sdpa.use_gqa_in_sdpa = lambda attention_mask, key, value: key.shape[-1] == value.shape[-1] <= 256
+    try:
+        yield
+    finally:
+        sdpa.use_gqa_in_sdpa = original
 
 
 def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, batch_size: int = 8,
@@ -68,7 +93,7 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
                 c.batch_repeat_interleave(len(batch))
                 kwargs["past_key_values"] = c
             input_ids = torch.tensor(rows, device=model.device)
-            with torch.no_grad():
+            with torch.no_grad(), cpu_gqa(model):
                 gen = model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=model.device),
                                      max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
                                      pad_token_id=pad, output_scores=margins is not None,

@@ -453,6 +453,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         rejects += dropped
         train, evals = split(train, d.eval_fraction, d.eval_max, d.seed)
         extra_eval = 0
+    # Coverage is a property of the data, so it is counted before `max_train` takes a subset.
+    per_tool: Counter = Counter()
+    for r in train:
+        per_tool.update({c["function"]["name"] for m in r["messages"] for c in m.get("tool_calls") or []})
+    all_train = len(train)
     unused = 0
     if d.max_train is not None and len(train) > d.max_train:
         unused = len(train) - d.max_train
@@ -473,16 +478,13 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
 
     # --- figures ---
     codes = Counter(e["code"] for r in rejects for e in r["errors"])
-    per_tool: Counter = Counter()
-    for r in train:
-        per_tool.update({c["function"]["name"] for m in r["messages"] for c in m.get("tool_calls") or []})
     turns = Counter(t for r in train + evals for t in turn_types(r["messages"]))
     declared = sorted({t["function"]["name"] for r in train for t in r["tools"]})
     warnings = []
     for name in declared:
         if per_tool[name] < MIN_EXAMPLES_PER_TOOL:
-            warnings.append(f"tool {name!r} is called in {per_tool[name]} training conversations; "
-                            f"aim for at least {MIN_EXAMPLES_PER_TOOL}.")
+            warnings.append(f"tool {name!r} is called in {per_tool[name]} of the {all_train} valid training "
+                            f"conversations; aim for at least {MIN_EXAMPLES_PER_TOOL}.")
     refusals = sum(1 for r in train if r["tools"] and any(
         m["role"] == "assistant" and not m.get("tool_calls") and i == next(
             j for j, x in enumerate(r["messages"]) if x["role"] == "assistant")
@@ -506,6 +508,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "eval_source": "data.eval" if eval_files else f"split {d.eval_fraction:.0%} (max {d.eval_max})",
         "errors_by_code": dict(codes.most_common()),
         "calls_per_tool": dict(sorted(per_tool.items())),
+        "calls_per_tool_counted_over": all_train,
         "turn_types": dict(turns.most_common()),
         "refusal_examples": refusals,
         "warnings": warnings,
@@ -535,7 +538,7 @@ def show(report: dict, rejects: list[dict]) -> None:
         t.add_row(k, str(report[k]))
     console.print(t)
     if report["calls_per_tool"]:
-        t = Table(title="training conversations per tool")
+        t = Table(title=f"training conversations per tool (of {report['calls_per_tool_counted_over']} valid)")
         t.add_column("tool")
         t.add_column("conversations", justify="right")
         for k, v in report["calls_per_tool"].items():

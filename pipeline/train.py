@@ -112,6 +112,26 @@ def make_trainer_class(base):
     return CpuSFTTrainer
 
 
+def out_of_memory_message(recipe: Recipe) -> str:
+    """What to change when the GPU runs out of memory, with the plan's estimate."""
+    try:
+        from pipeline.plan import show_plan
+
+        estimate = f" The plan estimated {show_plan(recipe)['total_gib']:.1f} GiB for this recipe."
+    except Exception:
+        estimate = ""
+    fixes = [f"train.batch_size={max(1, recipe.train.batch_size // 2)} train.grad_accum={recipe.train.grad_accum * 2} "
+             "(same conversations per step)"]
+    if not recipe.train.gradient_checkpointing:
+        fixes.append("train.gradient_checkpointing=true")
+    if not recipe.load_in_4bit:
+        fixes.append("load_in_4bit=true")
+    fixes.append(f"max_seq_length={max(256, recipe.max_seq_length // 2)} (check `make count` first)")
+    return ("the GPU ran out of memory while training." + estimate + " Change one of: " + "; ".join(fixes)
+            + f". Then run the same command again: training resumes from the last checkpoint. `make plan RECIPE={recipe.name}` "
+            "shows the breakdown.")
+
+
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "train"
@@ -241,6 +261,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     t0 = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(newest) if resume else None)
+    except torch.cuda.OutOfMemoryError:
+        raise StageError(out_of_memory_message(recipe)) from None
     finally:
         signal.signal(signal.SIGINT, previous)
     train_s = time.time() - t0

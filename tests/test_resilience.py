@@ -365,3 +365,12 @@ def test_max_seq_length_below_the_prompt_is_refused_by_count(chain, tiny_model_d
         stage(train, "S", args)
     assert exc.value.code == 2
     assert "run the count stage first" in capsys.readouterr().err
+
+
+def test_out_of_memory_message_names_the_keys_to_change():
+    from pipeline.recipe import load
+    from pipeline.train import out_of_memory_message
+
+    msg = out_of_memory_message(load("llama31-8b-tools"))
+    assert "train.batch_size=2 train.grad_accum=8" in msg and "max_seq_length=2048" in msg
+    assert "GiB" in msg and "make plan RECIPE=llama31-8b-tools" in msg

@@ -160,7 +160,7 @@ def test_check_line_never_crashes_on_hostile_input():
                                lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
                                max_leaves=30)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=2000, deadline=None)
     @given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
                      st.lists(json_values, max_size=5).map(lambda ms: json.dumps({"messages": ms}).encode())))
     def check(raw):

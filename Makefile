@@ -3,6 +3,8 @@
 # Each stage is a real file target (its sidecar, written last) that depends on the resolved recipe
 # (runs/$(RUN)/recipe.yaml: recipe + overrides + data hashes, rewritten only when it changes), the
 # stage's source and the previous stage: a second `make train` with nothing changed redoes nothing.
+# A stage whose own inputs and recipe keys are unchanged (its fingerprint matches) says so and only
+# touches its sidecar: `make eval ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
 
 RECIPE ?= smollm2-135m-tools
 RUN ?= $(RECIPE)
@@ -36,15 +38,15 @@ preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): eve
 
 $(R)/validate/stage.json: $(R)/recipe.yaml $(COMMON) pipeline/validate.py pipeline/signatures.py
 	$(call STAGE,validate)
-$(R)/tokens/stage.json: $(R)/validate/stage.json $(COMMON) pipeline/count.py pipeline/chat.py pipeline/models.py pipeline/templates/hermes.jinja
+$(R)/tokens/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(COMMON) pipeline/count.py pipeline/chat.py pipeline/models.py pipeline/templates/hermes.jinja
 	$(call STAGE,count)
 $(R)/model/stage.json: $(R)/recipe.yaml $(COMMON) pipeline/load.py pipeline/backends.py
 	$(call STAGE,load)
-$(R)/train/stage.json: $(R)/tokens/stage.json $(R)/model/stage.json $(COMMON) pipeline/train.py pipeline/packing.py
+$(R)/train/stage.json: $(R)/recipe.yaml $(R)/tokens/stage.json $(R)/model/stage.json $(COMMON) pipeline/train.py pipeline/packing.py
 	$(call STAGE,train)
-$(R)/merged/stage.json: $(R)/train/stage.json $(COMMON) pipeline/export.py
+$(R)/merged/stage.json: $(R)/recipe.yaml $(R)/train/stage.json $(COMMON) pipeline/export.py pipeline/generation.py
 	$(call STAGE,export)
-$(R)/eval/stage.json: $(R)/merged/stage.json $(COMMON) pipeline/evaluate.py
+$(R)/eval/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/merged/stage.json $(COMMON) pipeline/evaluate.py pipeline/generation.py
 	$(call STAGE,evaluate)
 
 validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval

@@ -142,9 +142,13 @@ def fingerprint(recipe: Recipe, stage: str, inputs: list[Path], keys: tuple[str,
 def up_to_date(stage_dir: Path, fp: str) -> bool:
     side = stage_dir / "stage.json"
     try:
-        return json.loads(side.read_text()).get("fingerprint") == fp
+        fresh = json.loads(side.read_text()).get("fingerprint") == fp
     except (OSError, ValueError):
         return False
+    if fresh:
+        with contextlib.suppress(OSError):
+            os.utime(side)  # tell Make this stage is current, so it is not asked again next time
+    return fresh
 
 
 def write_sidecar(stage_dir: Path, stage: str, recipe: Recipe, inputs: list[Path], fp: str, started: float,

@@ -62,7 +62,6 @@ class Chat:
     tokenizer: object
     template: str
     fmt: str
-    last_offsets: tuple | None = None
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, tokenizer) -> "Chat":
@@ -159,12 +158,14 @@ def assistant_spans(chat: Chat, messages: list[dict], tools: list[dict] | None) 
     return full, spans
 
 
-def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | None):
-    """Token ids of the full rendering and a 0/1 mask of the tokens trained on (assistant spans)."""
+def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | None, return_offsets: bool = False):
+    """Token ids of the full rendering and a 0/1 mask of the tokens trained on (assistant spans).
+
+    With `return_offsets`, also each token's character span, which `audit_mask` can take instead of
+    tokenizing the same text again."""
     full, spans = assistant_spans(chat, messages, tools)
     enc = chat.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    chat.last_offsets = (full, offsets)  # lets audit_mask skip a second tokenization of the same text
     mask = [0] * len(ids)
     j = 0
     for t, (s, e) in enumerate(offsets):
@@ -172,17 +173,14 @@ def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | Non
             j += 1
         if j < len(spans) and s < spans[j][1] and e > spans[j][0]:
             mask[t] = 1
-    return full, spans, ids, mask
+    return (full, spans, ids, mask, offsets) if return_offsets else (full, spans, ids, mask)
 
 
 def audit_mask(chat: Chat, messages: list[dict], tools, full: str, spans, ids: list[int], mask: list[int],
-               where: str = "") -> None:
+               where: str = "", offsets=None) -> None:
     """Fail loudly if the mask trains a user or tool-result token, or misses an assistant turn or its end."""
     tok = chat.tokenizer
-    cached = getattr(chat, "last_offsets", None)
-    if cached is not None and cached[0] is full and len(cached[1]) == len(ids):
-        offsets = cached[1]
-    else:
+    if offsets is None:
         enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
         if enc["input_ids"] != list(ids):
             raise StageError(f"{where}: token ids do not match the rendering.")

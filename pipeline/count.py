@@ -116,8 +116,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         for r in train:
             where = f"{r['source']['file']}:{r['source']['line']}"
             try:
-                full, spans, ids, mask = chat_mod.tokenize_with_mask(chat, r["messages"], r["tools"])
-                chat_mod.audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, where)
+                full, spans, ids, mask, offsets = chat_mod.tokenize_with_mask(chat, r["messages"], r["tools"],
+                                                                              return_offsets=True)
+                chat_mod.audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, where, offsets=offsets)
             except StageError:
                 raise
             except Exception as e:  # a template that cannot render this conversation

@@ -9,10 +9,10 @@ alike. Writes bench/results.json (atomically) and prints one table per section.
 
 1. validate: examples/s of validate.check_line on a 50,000-line file (the bundled train lines
    repeated) vs json.loads alone (the cost of checking); the whole validate stage once.
-2. count: tokens/s of chat.tokenize_with_mask (the count stage's way) vs the per-example
-   `len(apply_chat_template(..., tokenize=True))` loop vs raw batched `tokenizer(texts)` on
-   pre-rendered texts; all three on the same subset, extrapolated to 50,000 examples; a short
-   cProfile of where tokenize_with_mask spends its time.
+2. count: tokens/s of the count stage's way (chat.encode_many: render, loss mask, shared-prefix
+   batched tokenization, mask audit) vs the per-example `len(apply_chat_template(...,
+   tokenize=True))` loop vs raw batched `tokenizer(texts)` on pre-rendered texts; all three on the
+   same subset, extrapolated to 50,000 examples; a short cProfile of where the time goes.
 3. train: SmolLM2-135M + LoRA (r=16, alpha=32, all 7 projections) on the same conversations, same
    batches, same steps: the plain TRL script (default collator, padded, the model's own full-logits
    loss) vs tooltune unpacked vs shared-prefix packed (vs + bf16 autocast on AMX CPUs); then the
@@ -226,7 +226,7 @@ def bench_count(cfg: dict) -> dict:
     import cProfile
     import pstats
 
-    from pipeline.chat import tokenize_with_mask
+    from pipeline.chat import audit_mask, encode_many
 
     tools = dataset_tools()
     recs = records(DATA / "train.jsonl", tools)
@@ -235,8 +235,12 @@ def bench_count(cfg: dict) -> dict:
     subset = repeat_to(recs, min(n_sub, n_total))
     texts = [chat.render(r["messages"], r["tools"]) for r in subset]  # pre-rendered for (c), untimed
 
-    def way_a():
-        return [tokenize_with_mask(chat, r["messages"], r["tools"])[2] for r in subset]
+    def way_a(part=None):
+        out = []
+        for r, full, spans, ids, mask, offsets in encode_many(chat, part or subset):
+            audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, r["id"], offsets=offsets)
+            out.append(ids)
+        return out
 
     def way_b():
         out = []
@@ -264,7 +268,7 @@ def bench_count(cfg: dict) -> dict:
     out = {
         "examples": n_total, "measured_on": len(subset), "extrapolated": len(subset) < n_total,
         "tokens_per_example": round(per_ex, 1), "token_ids_identical_a_b_c": identical,
-        "a_tokenize_with_mask_tokens_per_s": spread(rates["a"], 1),
+        "a_count_stage_tokens_per_s": spread(rates["a"], 1),
         "b_apply_chat_template_loop_tokens_per_s": spread(rates["b"], 1),
         "c_raw_batched_tokenizer_tokens_per_s": spread(rates["c"], 1),
         "a_vs_b": spread(ratios(rates["a"], rates["b"])),
@@ -278,12 +282,11 @@ def bench_count(cfg: dict) -> dict:
     out["target_met"] = {"a_vs_b": med_ab >= 10.0, "a_vs_c": med_ac >= 1 / 1.5}
     out["target_gap"] = {"a_vs_b_short_by": round(10.0 / med_ab, 2), "a_vs_c_slower_by": round(1 / med_ac, 2)}
 
-    # Where tokenize_with_mask's time goes.
+    # Where the count stage's time goes.
     prof_n = min(cfg["profile_examples"], len(subset))
     pr = cProfile.Profile()
     pr.enable()
-    for r in subset[:prof_n]:
-        tokenize_with_mask(chat, r["messages"], r["tools"])
+    way_a(subset[:prof_n])
     pr.disable()
     st = pstats.Stats(pr).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
 
@@ -291,7 +294,7 @@ def bench_count(cfg: dict) -> dict:
         hits = [(v[3], v[1]) for k, v in st.items() if k[2] == func and file_part in k[0]]
         return (max(h[0] for h in hits), max(h[1] for h in hits)) if hits else (0.0, 0)
 
-    total, _ = cum("tokenize_with_mask", "chat.py")
+    total, _ = cum("way_a", "bench.py")
     render, renders = cum("render_jinja_template")
     encode, encodes = cum("__call__", "tokenization_utils_base")
     sandbox, _ = cum("getattr", "sandbox.py")
@@ -600,7 +603,7 @@ def show(res: dict) -> None:
     if "count" in s:
         c = s["count"]
         ex = f" on {c['measured_on']:,} of {c['examples']:,}" + (" (extrapolated)" if c["extrapolated"] else "")
-        t.add_row("count", "(a) tokenize_with_mask tok/s" + ex, fmt_spread(c["a_tokenize_with_mask_tokens_per_s"], digits=0),
+        t.add_row("count", "(a) count stage tok/s" + ex, fmt_spread(c["a_count_stage_tokens_per_s"], digits=0),
                   "(b) loop " + fmt_spread(c["b_apply_chat_template_loop_tokens_per_s"], digits=0), fmt_ratio(c["a_vs_b"]))
         t.add_row("", "(a) vs (c) raw batched tokenizer", "", "(c) " + fmt_spread(c["c_raw_batched_tokenizer_tokens_per_s"], digits=0),
                   fmt_ratio(c["a_vs_c"]))
@@ -608,7 +611,7 @@ def show(res: dict) -> None:
                   f"a/c {'met' if c['target_met']['a_vs_c'] else 'missed'}", "",
                   f"short {c['target_gap']['a_vs_b_short_by']}x / {c['target_gap']['a_vs_c_slower_by']}x")
         p = c["profile"]
-        t.add_row("", "tokenize_with_mask profile", f"jinja {p['share_jinja_render']:.0%} "
+        t.add_row("", "count stage profile", f"jinja {p['share_jinja_render']:.0%} "
                   f"({p['jinja_renders_per_example']} renders/ex), tokenizer {p['share_tokenizer_call']:.0%}", "", "")
         est = c["estimated_seconds_for_all"]
         t.add_row("", f"est. seconds for {c['examples']:,} (a / b / c)", f"{est['a']} / {est['b']} / {est['c']}", "", "")

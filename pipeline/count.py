@@ -112,17 +112,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     trained_total = 0
     naive = defaultdict(lambda: [0, 0])  # type -> [chars, tokens]
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("tokenizing", total=len(train))
-        for r in train:
-            where = f"{r['source']['file']}:{r['source']['line']}"
-            try:
-                full, spans, ids, mask, offsets = chat_mod.tokenize_with_mask(chat, r["messages"], r["tools"],
-                                                                              return_offsets=True)
-                chat_mod.audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, where, offsets=offsets)
-            except StageError:
-                raise
-            except Exception as e:  # a template that cannot render this conversation
-                raise StageError(f"{where}: the chat template cannot render this conversation: {e}") from None
+        task = progress.add_task("rendering and tokenizing", total=len(train))
+        for r, full, spans, ids, mask, offsets in chat_mod.encode_many(
+                chat, train, on_rendered=lambda n: progress.advance(task, n)):
+            where = chat_mod.where(r)
+            chat_mod.audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, where, offsets=offsets)
             n = len(ids)
             lengths.append(n)
             trained_total += sum(mask)
@@ -131,7 +125,6 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
                 over.append({"id": r["id"], "where": where, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
                              "cut_trained_tokens": cut_trained})
             rows.append({"id": r["id"], "input_ids": ids, "mask": mask})
-            progress.advance(task)
 
     # The len/4 trap: count each kind of text on its own and compare with chars/4.
     sample = train[: min(len(train), 2000)]

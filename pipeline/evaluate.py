@@ -6,9 +6,11 @@
 For every assistant turn of the eval conversations, prompt with the conversation before it (the
 run's template, batched greedy generation), parse the reply with the run's tool-call parser, and
 score: tool selection (right tool names), arguments (equal after JSON canonicalization),
-schema-valid calls, refusals (text where the reference is text), parallel calls (exact set), parse
-failures. The tuned model is the merged export, as served. Writes runs/<RUN>/eval/report.json and
-report.md (table, the article's targets as pass/fail, failure examples).
+schema-valid calls, refusals (no call where the reference answers the user in text: no tool fits, or
+a required argument is missing), answers after a tool result (text, not another call, where the
+reference summarizes the result), parallel calls (exact set), parse failures. The tuned model is the
+merged export, as served. Writes runs/<RUN>/eval/report.json, report.md (table, the article's
+targets as pass/fail, failure examples) and predictions.jsonl (every turn, base and tuned).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rich.table import Table
 
 from pipeline.chat import Chat, adapt, parse
 from pipeline.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
-                             write_sidecar, write_text_atomic)
+                             write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.generation import greedy
 from pipeline.models import load_tokenizer, resolve
 from pipeline.recipe import Recipe
@@ -31,7 +33,7 @@ from pipeline.recipe import Recipe
 STAGE = "evaluate"
 # The seed article's targets for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
-METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "parallel", "parse_failures")
+METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
 def canon(args) -> str:
@@ -50,6 +52,7 @@ def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dic
                 c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"])}
                 for c in m.get("tool_calls") or []]
             items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
+                          "after": "tool" if i and msgs[i - 1]["role"] == "tool" else "user",
                           "reference": {"calls": calls, "text": m.get("content") or ""}})
     if max_turns is not None and len(items) > max_turns:
         step = len(items) / max_turns  # spread over the whole file, not its first conversations
@@ -57,11 +60,12 @@ def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dic
     return items
 
 
-def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict]]:
-    n_call = n_text = n_par = 0
-    sel = args_ok = refus = par = fails = 0
+def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict], list[dict]]:
+    """Metrics, failures, and one prediction record per turn."""
+    n_call = n_text = n_par = n_res = 0
+    sel = args_ok = refus = answered = par = fails = 0
     pred_calls = valid_calls = 0
-    failures = []
+    failures, preds = [], []
     for item, text in zip(items, outputs):
         p = parse(text, fmt)
         ref = item["reference"]["calls"]
@@ -85,10 +89,17 @@ def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[d
                 par += exact
             ok = exact
         else:
-            n_text += 1
             no_call = not p.calls and not p.error
-            refus += no_call
+            if item["after"] == "tool":
+                n_res += 1
+                answered += no_call
+            else:
+                n_text += 1
+                refus += no_call
             ok = no_call
+        preds.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"], "after": item["after"],
+                      "expected": ref or item["reference"]["text"], "produced": text, "ok": bool(ok),
+                      "parse_error": p.error})
         if not ok:
             failures.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"],
                              "expected": ref or item["reference"]["text"], "produced": text.strip(),
@@ -98,11 +109,13 @@ def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[d
         "arguments": args_ok / n_call if n_call else None,
         "schema_valid": valid_calls / pred_calls if pred_calls else None,
         "refusal": refus / n_text if n_text else None,
+        "answers_result": answered / n_res if n_res else None,
         "parallel": par / n_par if n_par else None,
         "parse_failures": fails / len(items) if items else None,
-        "turns": len(items), "call_turns": n_call, "text_turns": n_text, "parallel_turns": n_par,
+        "turns": len(items), "call_turns": n_call, "text_turns": n_text, "result_turns": n_res,
+        "parallel_turns": n_par,
     }
-    return m, failures
+    return m, failures, preds
 
 
 def generate(model, tok, chat: Chat, items: list[dict], recipe: Recipe, label: str) -> list[str]:
@@ -166,6 +179,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     rows = {}
     failures = {}
     timing = {}
+    preds = []
     models = [("tuned", str(merged))]
     if recipe.eval.base:
         models.insert(0, ("base", resolve(recipe.model, "model")))
@@ -174,13 +188,15 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         t0 = time.time()
         outputs = generate(model, tok, chat, items, recipe, label)
         timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
-        rows[label], failures[label] = score(items, outputs, chat.fmt)
+        rows[label], failures[label], p = score(items, outputs, chat.fmt)
+        preds += [dict(model=label, **x) for x in p]
         del model
 
     report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "targets": TARGETS,
               "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
               "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
               "failures": failures["tuned"][: recipe.eval.failures_shown]}
+    write_jsonl_atomic(out / "predictions.jsonl", preds)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown(recipe, report))
     show(report)
@@ -202,8 +218,11 @@ def markdown(recipe: Recipe, r: dict) -> str:
         passed = "" if target is None else ("PASS" if r["pass"][k] else "FAIL")
         base = fmt_pct(r["base"][k]) if r["base"] else "-"
         lines.append(f"| {k} | {base} | {fmt_pct(r['tuned'][k])} | {'' if target is None else f'>= {target:.0%}'} | {passed} |")
-    lines += ["", f"Turns with a reference call: {r['tuned']['call_turns']}, with a text reference: "
-              f"{r['tuned']['text_turns']}, parallel: {r['tuned']['parallel_turns']}.", "", "## Failures (tuned)", ""]
+    t = r["tuned"]
+    lines += ["", f"Turns with a reference call: {t['call_turns']} ({t['parallel_turns']} parallel); with a text "
+              f"reply to the user (refusal or a question for a missing argument): {t['text_turns']}; with a text "
+              f"answer after a tool result: {t.get('result_turns', 0)}. Every turn: predictions.jsonl.", "",
+              "## Failures (tuned)", ""]
     for f in r["failures"]:
         lines += [f"- `{f['id']}` turn {f['turn']} ({f['kind']}): expected `{json.dumps(f['expected'], ensure_ascii=False)}`",
                   f"  produced `{f['produced'][:300]}`" + (f" ({f['parse_error']})" if f["parse_error"] else "")]

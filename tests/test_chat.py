@@ -142,3 +142,38 @@ def test_parsers(fmt, case):
     assert (p.error is not None) == (error is not None)
     if case == "text":
         assert p.text == text
+
+
+def test_encode_many_equals_the_exact_per_example_way(chat):
+    """The count stage's batched path (spans rendered without tools, prefix tokenized once per group,
+    forked render workers) gives the ids and mask of the slow exact way: every render with the tools,
+    apply_chat_template, the whole text tokenized on its own."""
+    from pipeline.chat import _spans, adapt, encode_many, mask_from_offsets
+
+    name, c = chat
+    other_tools = TOOLS[:1]
+    variants = [
+        MESSAGES,
+        MESSAGES[:3],
+        [MESSAGES[0], {"role": "user", "content": "Can you write me a poem?"},
+         {"role": "assistant", "content": "I can only help with orders and refunds."}],
+        [{"role": "system", "content": "A different system prompt."}, *MESSAGES[1:5]],
+        MESSAGES[1:3],
+    ]
+    records = []
+    for i in range(23):
+        msgs = json.loads(json.dumps(variants[i % len(variants)]))
+        if msgs[-1].get("tool_calls"):
+            msgs[-1]["tool_calls"][0]["function"]["arguments"]["order_id"] = f"ORD-{100000 + i}"
+        records.append({"id": f"r{i}", "messages": msgs, "tools": other_tools if i % 7 == 3 else TOOLS})
+    expected = []
+    for r in records:
+        msgs = adapt(r["messages"], c.fmt)
+        full = c.tokenizer.apply_chat_template(msgs, tools=r["tools"], tokenize=False, chat_template=c.template)
+        spans = _spans(c, msgs, r["tools"], full)
+        enc = c.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        expected.append((full, spans, list(enc["input_ids"]), mask_from_offsets(enc["offset_mapping"], spans)))
+    for workers in (1, 2):
+        got = [(full, spans, list(ids), mask) for _, full, spans, ids, mask, _ in
+               encode_many(c, records, chunk=5, workers=workers)]
+        assert got == expected, (name, workers)

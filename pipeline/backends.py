@@ -79,9 +79,19 @@ def compute_dtype(recipe: Recipe, backend: str):
     return torch.float32
 
 
-def lora_config_kwargs(recipe: Recipe) -> dict:
-    return dict(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora.dropout,
-                target_modules=list(recipe.lora.target_modules), use_rslora=recipe.lora.use_rslora, bias="none")
+def lora_config_kwargs(recipe: Recipe, n_layers: int | None = None) -> dict:
+    kw = dict(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora.dropout,
+              target_modules=list(recipe.lora.target_modules), use_rslora=recipe.lora.use_rslora, bias="none")
+    top = recipe.lora.top_layers
+    if top and n_layers and top < n_layers:
+        kw["layers_to_transform"] = list(range(n_layers - top, n_layers))
+    return kw
+
+
+def n_layers_of(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    return getattr(cfg, "num_hidden_layers", None)
 
 
 def _warn_remote_code(recipe: Recipe) -> None:
@@ -106,7 +116,7 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
         )
         if trainable:
             model = FastLanguageModel.get_peft_model(
-                model, **{k: v for k, v in lora_config_kwargs(recipe).items()},
+                model, **lora_config_kwargs(recipe, n_layers_of(model)),
                 use_gradient_checkpointing="unsloth" if recipe.train.gradient_checkpointing else False,
                 random_state=recipe.seed, max_seq_length=recipe.max_seq_length,
             )
@@ -139,7 +149,7 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
     elif recipe.train.gradient_checkpointing:
         model.enable_input_require_grads()
     torch.manual_seed(recipe.seed)
-    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora_config_kwargs(recipe)))
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora_config_kwargs(recipe, n_layers_of(model))))
     return model, tok
 
 

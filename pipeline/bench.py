@@ -336,7 +336,7 @@ def train_worker(spec: dict) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from pipeline import recipe as recipe_mod
-    from pipeline.backends import lora_config_kwargs
+    from pipeline.backends import lora_config_kwargs, n_layers_of
     from pipeline.models import builtin_dir, load_tokenizer
     from pipeline.packing import PackCollator
     from pipeline.train import make_trainer_class
@@ -349,7 +349,7 @@ def train_worker(spec: dict) -> dict:
                                                  attn_implementation="sdpa", use_safetensors=True)
     tok = load_tokenizer(recipe)
     torch.manual_seed(seed)  # the same LoRA initialization in every configuration
-    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora_config_kwargs(recipe)))
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora_config_kwargs(recipe, n_layers_of(model))))
     rss_loaded = psutil.Process().memory_info().rss / 2**20
     peak_loaded = vm_hwm_mb()
 
@@ -648,11 +648,11 @@ ALL_TRAIN = ["baseline", "tooltune_unpacked", "tooltune_packed", "tooltune_packe
 
 def config(quick: bool, repeats: int | None) -> dict:
     """Sizes. Training dominates: SmolLM2-135M forward+backward runs at a few hundred tokens/s on 2
-    cores (measured ~35-60 with another training job on the same cores), and an unpacked batch of 8
-    bundled conversations is ~6,400 tokens: batch 8 x (1 warmup + 4 timed) steps would take about an
-    hour per pair of configurations there. The default full run therefore trains batches of 2 for
-    1 warmup + 1 timed step to stay near 10 minutes; `--train-batch 8 --train-steps 4` gives the
-    larger run where there is time. Generation is timed once per mode (--repeats raises it)."""
+    cores, and an unpacked batch of 8 bundled conversations is ~6,700 tokens (~30 s a step). The
+    full run trains the default recipe's batch of 8 for 2 timed steps per configuration (the first
+    step's one-time costs fall on every configuration alike), which keeps `make bench` near 10
+    minutes; `--train-steps 4 --train-warmup 1` gives a steadier figure where there is time.
+    Generation is timed once per mode (--repeats raises it)."""
     if quick:
         c = dict(repeats=2, validate_lines=2000, validate_stage=True, count_examples=2000, count_subset=60,
                  profile_examples=20, train_batch=2, train_warmup=0, train_steps=1,
@@ -660,7 +660,7 @@ def config(quick: bool, repeats: int | None) -> dict:
                  eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
     else:
         c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=300,
-                 profile_examples=100, train_batch=2, train_warmup=1, train_steps=1,
+                 profile_examples=100, train_batch=8, train_warmup=0, train_steps=2,
                  train_configs=ALL_TRAIN, train_distinct_configs=["baseline", "tooltune_packed"],
                  eval_prompts=16, eval_new_tokens=32, eval_repeats=1)
     if repeats:
@@ -676,8 +676,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3; --quick 2)")
     ap.add_argument("--sections", default="validate,count,train,eval", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(OUT), help="where to write the JSON results")
-    ap.add_argument("--train-batch", type=int, default=None, help="conversations per training step (full: 4)")
-    ap.add_argument("--train-warmup", type=int, default=None, help="untimed first steps (full: 1)")
+    ap.add_argument("--train-batch", type=int, default=None, help="conversations per training step (full: 8)")
+    ap.add_argument("--train-warmup", type=int, default=None, help="untimed first steps (full: 0)")
     ap.add_argument("--train-steps", type=int, default=None, help="timed training steps (full: 2)")
     ap.add_argument("--train-distinct", default=None,
                     help="configs to run on distinct-prompt data, comma-separated (full: baseline,tooltune_packed)")

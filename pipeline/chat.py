@@ -99,6 +99,11 @@ class Chat:
         return rendered[0]
 
 
+    def prompt(self, messages: list[dict], tools: list[dict] | None) -> str:
+        """The text a server sends the model before the assistant turn that follows `messages`."""
+        return self.render(messages, tools, add_generation_prompt=True)
+
+
 _OWN: dict[str, object] = {}
 
 
@@ -131,11 +136,6 @@ def own_compiled(template: str):
             _OWN[text] = env.from_string(text)
         _OWN.setdefault("", None)
     return _OWN.get(template)
-
-    def prompt(self, messages: list[dict], tools: list[dict] | None) -> str:
-        """The text a server sends the model before the assistant turn that follows `messages`."""
-        return self.render(messages, tools, add_generation_prompt=True)
-
 
 # --- message normalization per format ------------------------------------------------------
 

@@ -391,6 +391,9 @@ def _tidy_schema(schema: Any) -> Any:
     return out
 
 
+QUERY_ONLY = "toolbench_query_only"  # not a conversation at all: left out of the acceptance share
+
+
 def _legacy_one(rec: Any) -> Result:
     if not isinstance(rec, dict):
         return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
@@ -409,6 +412,9 @@ def _legacy_one(rec: Any) -> Result:
         raw_messages = rec.get("messages", rec.get("conversations"))
         raw_tools = rec.get("tools") if rec.get("tools") is not None else rec.get("functions")
         if not isinstance(raw_messages, list) or not raw_messages:
+            if "query" in rec and ("api_list" in rec or "query_id" in rec):
+                return None, [_err(QUERY_ONLY, "a ToolBench query (instruction/*.json) has no trajectory, only the question",
+                                   "import ToolBench's answer/ folder: the searches that answer these queries")]
             return None, [_err("unrecognized_record", f"no 'messages' list (keys: {sorted(rec)[:10]})",
                                "expected {messages, functions|tools} or a ToolBench answer file")]
     tools, errors = _tools_from(raw_tools, what="functions")
@@ -763,6 +769,9 @@ def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
         "written": len(written),
         "skipped": len(rejects),
         "skip_reasons": dict(reasons.most_common()),
+        # Records that are conversations (ToolBench's query lists are not), and the share written.
+        "conversations": len(loaded) - reasons.get(QUERY_ONLY, 0),
+        "accepted_share": round(len(written) / max(1, len(loaded) - reasons.get(QUERY_ONLY, 0)), 4),
     }
 
 
@@ -775,7 +784,8 @@ def _print_summary(summary: dict) -> None:
     table.add_row("input", summary["source"])
     table.add_row("output", summary["output"])
     table.add_row("records read", str(summary["read"]))
-    table.add_row("written", str(summary["written"]))
+    table.add_row("conversations", str(summary["conversations"]))
+    table.add_row("written", f"{summary['written']} ({summary['accepted_share']:.1%} of the conversations)")
     table.add_row("skipped", str(summary["skipped"]))
     for code, n in summary["skip_reasons"].items():
         table.add_row(f"  {code}", str(n))

@@ -74,6 +74,9 @@ class LoraConfig:
     """Linear layers that get adapters: all seven projections of a Llama-shaped block by default."""
     use_rslora: bool = True
     """Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r (Kalajdzievski 2023)."""
+    top_layers: int | None = None
+    """Adapt only the top N transformer blocks (None: all). Backpropagation then stops at the lowest
+    adapted block, so a step costs less (on CPU, N = half the blocks made steps ~1/3 cheaper)."""
 
 
 @dataclass
@@ -340,6 +343,8 @@ def check(r: Recipe) -> list[str]:
         p.append(f"`train.lr` is {r.train.lr}; it must be positive (e.g. 2e-4).")
     if r.train.epochs <= 0 and r.train.max_steps <= 0:
         p.append("`train.epochs` is not positive and `train.max_steps` is not set: set one of them.")
+    if r.lora.top_layers is not None and r.lora.top_layers < 1:
+        p.append(f"`lora.top_layers` is {r.lora.top_layers}; it must be at least 1 (or null for every layer).")
     if not 0 <= r.lora.dropout < 1:
         p.append(f"`lora.dropout` is {r.lora.dropout}; it must be in [0, 1).")
     if not 0 <= r.train.warmup_ratio < 1:

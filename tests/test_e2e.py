@@ -71,3 +71,22 @@ def test_llama_recipe_stops_before_loading_without_gpu(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "NVIDIA GPU" in err and "Traceback" not in err
+
+
+def test_lora_top_layers_adapts_only_the_top_blocks(tiny_model_dir):
+    """`lora.top_layers=1` on a 2-block model: adapters on block 1 only, so no gradient reaches block 0."""
+    import torch
+
+    from pipeline.backends import load_base
+    from pipeline.recipe import load as load_recipe
+
+    recipe = load_recipe("smollm2-135m-tools", [f"model={tiny_model_dir}", "cpu_bf16=false", "lora.top_layers=1"])
+    model, _ = load_base(recipe, "cpu")
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {"1"}
+    out = model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2, 3, 4]]))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    full, _ = load_base(load_recipe("smollm2-135m-tools", [f"model={tiny_model_dir}", "cpu_bf16=false"]), "cpu")
+    assert sum(p.numel() for p in full.parameters() if p.requires_grad) == 2 * sum(
+        p.numel() for p in model.parameters() if p.requires_grad)

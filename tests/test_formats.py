@@ -161,6 +161,7 @@ def test_openai_legacy_generic_and_finish():
         {"messages": give_up, "functions": [fn, finish]},
         {"messages": orphan, "functions": [fn]},
         {"answer_generation": {"valid_data": False, "function": [fn]}},
+        {"query": "Find me a quote", "query_id": 7},
     ]))
     rec, errs = results[0]
     assert errs == []
@@ -173,6 +174,7 @@ def test_openai_legacy_generic_and_finish():
     assert results[1][1][0]["code"] == "toolbench_give_up"
     assert results[2][1][0]["code"] == "orphan_tool_result"
     assert results[3][1][0]["code"] == "toolbench_no_trajectory"
+    assert results[4][1][0]["code"] == "toolbench_query_only"  # a query list entry is not a conversation
 
 
 # ----------------------------------------------------------------- bfcl

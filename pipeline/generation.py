@@ -6,12 +6,16 @@ the reply. So the common token prefix is run once, its KV cache is copied for ea
 each prompt's own suffix is fed (left-padded after the prefix; position ids come from the
 attention mask, so padding shifts nothing). Greedy outputs equal those of plain generation
 (tests/test_generation.py).
+
+The KV cache is preallocated (transformers' StaticCache) for prefix + prompt + reply: the default
+DynamicCache concatenates every layer's keys and values at every step, which copies the whole cache
+per generated token; profiled on 16 eval prompts (~900-token cache), those copies were 39% of the
+time, more than the matrix products.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 
 from rich.progress import Progress
 
@@ -53,6 +57,19 @@ def cpu_gqa(model):
         sdpa.use_gqa_in_sdpa = original
 
 
+def static_cache(model, batch: int, length: int, prefix=None):
+    """A preallocated cache for `batch` rows of up to `length` tokens, holding `prefix` (a one-row
+    cache of the shared prompt prefix) in every row."""
+    from transformers import StaticCache
+
+    cache = StaticCache(config=model.config, max_cache_len=length)
+    if prefix is not None:
+        for layer, src in zip(cache.layers, prefix.layers):
+            layer.update(src.keys.expand(batch, -1, -1, -1).contiguous(),
+                         src.values.expand(batch, -1, -1, -1).contiguous())
+    return cache
+
+
 def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, batch_size: int = 8,
            label: str | None = None, share_prefix: bool = True, margins: list | None = None) -> list[list[int]]:
     """Generated token ids per prompt (up to and including the end-of-turn token).
@@ -87,11 +104,7 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
                 gap = width - len(suffix)
                 rows.append(ids[i][:p] + [pad] * gap + suffix)
                 masks.append([1] * p + [0] * gap + [1] * len(suffix))
-            kwargs = {}
-            if cache is not None:
-                c = copy.deepcopy(cache)
-                c.batch_repeat_interleave(len(batch))
-                kwargs["past_key_values"] = c
+            kwargs = {"past_key_values": static_cache(model, len(batch), p + width + max_new_tokens, cache)}
             input_ids = torch.tensor(rows, device=model.device)
             with torch.no_grad(), cpu_gqa(model):
                 gen = model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=model.device),

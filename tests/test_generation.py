@@ -17,4 +17,10 @@ def test_shared_prefix_generation_equals_plain(tiny_model_dir):
     shared = greedy(model, tok, prompts, eot, 12, batch_size=3, margins=gaps)
     plain = greedy(model, tok, prompts, eot, 12, batch_size=3, share_prefix=False)
     assert shared == plain
+    # ... and equals transformers' own generate, one prompt at a time (no padding, no cache tricks).
+    for prompt, got in zip(prompts, shared):
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ref = model.generate(input_ids=ids, max_new_tokens=12, do_sample=False, eos_token_id=eot,
+                             pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        assert got == ref[: ref.index(eot) + 1] if eot in ref else got == ref
     assert len(gaps) == 4 and all(len(g) == len(s) for g, s in zip(gaps, shared))

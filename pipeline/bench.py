@@ -242,9 +242,11 @@ def bench_count(cfg: dict) -> dict:
             out.append(ids)
         return out
 
+    loop_subset = subset[: cfg.get("count_loop_subset", len(subset))]  # the slow loop: fewer examples, same rate
+
     def way_b():
         out = []
-        for r in subset:
+        for r in loop_subset:
             enc = tok.apply_chat_template(r["messages"], tools=r["tools"], tokenize=True)
             out.append(list(enc["input_ids"]) if hasattr(enc, "keys") else list(enc))
         return out
@@ -263,10 +265,11 @@ def bench_count(cfg: dict) -> dict:
             ids[k] = got
             rates[k].append(sum(len(x) for x in got) / dt)
     tokens = sum(len(x) for x in ids["a"])
-    identical = ids["a"] == [list(x) for x in ids["b"]] == [list(x) for x in ids["c"]]
+    identical = (ids["a"][: len(ids["b"])] == [list(x) for x in ids["b"]]) and ids["a"] == [list(x) for x in ids["c"]]
     per_ex = tokens / len(subset)
     out = {
-        "examples": n_total, "measured_on": len(subset), "extrapolated": len(subset) < n_total,
+        "examples": n_total, "measured_on": len(subset), "loop_measured_on": len(loop_subset),
+        "extrapolated": len(subset) < n_total,
         "tokens_per_example": round(per_ex, 1), "token_ids_identical_a_b_c": identical,
         "a_count_stage_tokens_per_s": spread(rates["a"], 1),
         "b_apply_chat_template_loop_tokens_per_s": spread(rates["b"], 1),
@@ -295,9 +298,10 @@ def bench_count(cfg: dict) -> dict:
         return (max(h[0] for h in hits), max(h[1] for h in hits)) if hits else (0.0, 0)
 
     total, _ = cum("way_a", "bench.py")
-    render, renders = cum("render_jinja_template")
+    render, renders = cum("render_adapted", "chat.py")  # every Jinja render goes through it
     encode, encodes = cum("__call__", "tokenization_utils_base")
-    sandbox, _ = cum("getattr", "sandbox.py")
+    sandbox, _ = cum("getattr", "sandbox.py")  # 0 for tooltune's own templates (rendered unsandboxed)
+    audit, _ = cum("audit_mask", "chat.py")
     out["profile"] = {
         "examples": prof_n, "seconds": round(total, 3),
         "jinja_renders_per_example": round(renders / max(1, prof_n), 2),
@@ -305,7 +309,8 @@ def bench_count(cfg: dict) -> dict:
         "share_jinja_sandbox_getattr": round(sandbox / max(total, 1e-9), 3),
         "share_tokenizer_call": round(encode / max(total, 1e-9), 3),
         "tokenizer_calls_per_example": round(encodes / max(1, prof_n), 2),
-        "share_other": round(max(0.0, total - render - encode) / max(total, 1e-9), 3),
+        "share_mask_audit": round(audit / max(total, 1e-9), 3),
+        "share_other": round(max(0.0, total - render - encode - audit) / max(total, 1e-9), 3),
     }
     return out
 
@@ -341,7 +346,8 @@ def train_worker(spec: dict) -> dict:
     from pipeline.packing import PackCollator
     from pipeline.train import make_trainer_class
 
-    recipe = recipe_mod.load(RECIPE, [])
+    # Every configuration uses the article's LoRA placement (all blocks) unless it says otherwise.
+    recipe = recipe_mod.load(RECIPE, [f"lora.top_layers={spec.get('top_layers') or 'null'}"])
     seed = recipe.seed
     set_seed(seed)
     rows = [json.loads(line) for line in open(spec["data"], encoding="utf-8")]
@@ -483,10 +489,13 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
     k = cfg["train_batch"] * (cfg["train_warmup"] + cfg["train_steps"])
     recs = records(DATA / "train.jsonl", tools)[:k]
     datasets = {"shared": recs, "distinct": with_random_system_prompts(recs)}
-    configs = [("baseline", "baseline", False), ("tooltune_unpacked", "none", False),
-               ("tooltune_packed", "shared_prefix", False)]
+    top = recipe.lora.top_layers  # the default recipe's: LoRA on the top blocks only
+    configs = [("baseline", "baseline", False, None), ("tooltune_unpacked", "none", False, None),
+               ("tooltune_packed", "shared_prefix", False, None)]
     if cpu_has_bf16():
-        configs.append(("tooltune_packed_bf16", "shared_prefix", True))
+        configs.append(("tooltune_packed_bf16", "shared_prefix", True, None))
+    if top:
+        configs.append((f"tooltune_default_recipe", "shared_prefix", cpu_has_bf16() and recipe.cpu_bf16, top))
     wanted = {"shared": set(cfg["train_configs"]), "distinct": set(cfg["train_distinct_configs"])}
     out: dict = {"conversations": k, "batch": cfg["train_batch"], "warmup_steps": cfg["train_warmup"],
                  "timed_steps": cfg["train_steps"], "lr": recipe.train.lr,
@@ -502,7 +511,10 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
                      "in the same batches, constant lr, adamw_torch, fp32 weights, one subprocess each",
                      "speedup_vs_baseline: baseline step time / config step time, per timed step (step k holds the "
                      "same conversations everywhere); min/median/max over the timed steps",
-                     "peak RSS: VmHWM of the worker process (imports + model + training)"]}
+                     "peak RSS: VmHWM of the worker process (imports + model + training)",
+                     "tooltune_default_recipe: the default recipe's own configuration (packed, bf16 autocast where "
+                     "the CPU has AMX, LoRA on the top lora.top_layers blocks only); its LoRA placement differs from "
+                     "the baseline's, so its loss curve is not expected to match"]}
     for label, recs_ in datasets.items():
         if not cfg["train_distinct_configs"] and label == "distinct":
             continue
@@ -517,17 +529,18 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
         section: dict = {"shared_prefix_tokens_per_batch": spread(prefixes, 0),
                          "mean_tokens_per_conversation": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1)}
         results = {}
-        for name, mode, bf16 in configs:
+        for name, mode, bf16, top_layers in configs:
             if name not in wanted[label]:
                 continue
             console.print(f"[dim]bench train ({label} prompts): {name} ...[/]")
             spec = {"name": f"{label}-{name}", "data": str(data_path), "mode": mode, "bf16": bf16,
+                    "top_layers": top_layers,
                     "batch": cfg["train_batch"], "warmup": cfg["train_warmup"], "steps": cfg["train_steps"]}
             results[name] = run_worker(spec, tmp)
         base = results["baseline"]
         for name, res in results.items():
             section[name] = summarize_train(res, None if name == "baseline" else base)
-        fp32 = [n for n in results if n != "baseline" and not results[n]["bf16"]]
+        fp32 = [n for n in results if n != "baseline" and not results[n]["bf16"] and n in ALL_TRAIN]
         if fp32:
             section["max_abs_loss_diff_fp32_configs"] = max(section[n]["max_abs_loss_diff_vs_baseline"] for n in fp32)
         out[label] = section
@@ -612,7 +625,8 @@ def show(res: dict) -> None:
                   f"short {c['target_gap']['a_vs_b_short_by']}x / {c['target_gap']['a_vs_c_slower_by']}x")
         p = c["profile"]
         t.add_row("", "count stage profile", f"jinja {p['share_jinja_render']:.0%} "
-                  f"({p['jinja_renders_per_example']} renders/ex), tokenizer {p['share_tokenizer_call']:.0%}", "", "")
+                  f"({p['jinja_renders_per_example']} renders/ex), tokenizer {p['share_tokenizer_call']:.0%}, "
+                  f"audit {p.get('share_mask_audit', 0):.0%}", "", "")
         est = c["estimated_seconds_for_all"]
         t.add_row("", f"est. seconds for {c['examples']:,} (a / b / c)", f"{est['a']} / {est['b']} / {est['c']}", "", "")
     if "train" in s:
@@ -623,7 +637,7 @@ def show(res: dict) -> None:
             sec = tr[label]
             t.add_row(f"train ({label} prompts)", f"shared prefix per batch: {fmt_spread(sec['shared_prefix_tokens_per_batch'], digits=0)}"
                       " tokens", "", "", "")
-            for name in ("baseline", "tooltune_unpacked", "tooltune_packed", "tooltune_packed_bf16"):
+            for name in ALL_TRAIN + [DEFAULT_RECIPE]:
                 if name not in sec:
                     continue
                 r = sec[name]
@@ -644,6 +658,7 @@ def show(res: dict) -> None:
 
 
 ALL_TRAIN = ["baseline", "tooltune_unpacked", "tooltune_packed", "tooltune_packed_bf16"]
+DEFAULT_RECIPE = "tooltune_default_recipe"  # packed (+ bf16 on AMX) with the recipe's lora.top_layers
 
 
 def config(quick: bool, repeats: int | None) -> dict:
@@ -659,9 +674,9 @@ def config(quick: bool, repeats: int | None) -> dict:
                  train_configs=["baseline", "tooltune_packed"], train_distinct_configs=[],
                  eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
     else:
-        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=300,
+        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=4096, count_loop_subset=400,
                  profile_examples=100, train_batch=8, train_warmup=0, train_steps=2,
-                 train_configs=ALL_TRAIN, train_distinct_configs=["baseline", "tooltune_packed"],
+                 train_configs=ALL_TRAIN + [DEFAULT_RECIPE], train_distinct_configs=["baseline", "tooltune_packed"],
                  eval_prompts=16, eval_new_tokens=32, eval_repeats=1)
     if repeats:
         c["repeats"] = repeats

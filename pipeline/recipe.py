@@ -97,6 +97,9 @@ class TrainConfig:
     """Share of optimizer steps spent warming up."""
     weight_decay: float = 0.0
     """AdamW weight decay on the LoRA weights."""
+    neftune_alpha: float | None = None
+    """NEFTune: uniform noise of this scale on the input embeddings while training (Jain et al. 2023
+    suggest 5); None: off."""
     optim: str = "adamw_torch"
     """Optimizer name as transformers knows it (`adamw_8bit` on a GPU saves memory)."""
     packing: str = "shared_prefix"
@@ -343,6 +346,8 @@ def check(r: Recipe) -> list[str]:
         p.append(f"`train.lr` is {r.train.lr}; it must be positive (e.g. 2e-4).")
     if r.train.epochs <= 0 and r.train.max_steps <= 0:
         p.append("`train.epochs` is not positive and `train.max_steps` is not set: set one of them.")
+    if r.train.neftune_alpha is not None and r.train.neftune_alpha <= 0:
+        p.append(f"`train.neftune_alpha` is {r.train.neftune_alpha}; it must be positive (or null for off).")
     if r.lora.top_layers is not None and r.lora.top_layers < 1:
         p.append(f"`lora.top_layers` is {r.lora.top_layers}; it must be at least 1 (or null for every layer).")
     if not 0 <= r.lora.dropout < 1:

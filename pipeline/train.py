@@ -208,6 +208,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         lr_scheduler_type=recipe.train.scheduler,
         warmup_steps=recipe.train.warmup_ratio,
         weight_decay=recipe.train.weight_decay,
+        neftune_noise_alpha=recipe.train.neftune_alpha,
         optim=recipe.train.optim if not use_cpu or "8bit" not in recipe.train.optim else "adamw_torch",
         logging_steps=recipe.train.logging_steps,
         save_strategy="steps",

@@ -16,9 +16,10 @@ alike. Writes bench/results.json (atomically) and prints one table per section.
 3. train: SmolLM2-135M + LoRA (r=16, alpha=32, all 7 projections) on the same conversations, same
    batches, same steps: the plain TRL script (default collator, padded, the model's own full-logits
    loss) vs tooltune unpacked vs shared-prefix packed (vs + bf16 autocast on AMX CPUs); then the
-   same on conversations whose system prompts differ (packing falls back to padding-free rows).
+   same on conversations whose system prompts differ (packing falls back to padded rows).
    Each configuration runs in its own subprocess so that its peak RSS is its own.
-4. eval: eval turns/s of generation.greedy with share_prefix=True vs False.
+4. eval: eval turns/s of generation.greedy as the evaluate stage runs it (shared prefix, preallocated
+   KV cache) vs plain batched generation (DynamicCache), and the cache's own share.
 
 Nothing here runs in `make test`; tests/test_bench.py checks the pure helpers only.
 """
@@ -438,7 +439,8 @@ def run_worker(spec: dict, tmp: Path) -> dict:
     p = subprocess.run([sys.executable, "-m", "pipeline.bench", "--worker", str(spec_path), "--worker-out", str(out_path)],
                        cwd=ROOT, env=env, capture_output=True, text=True)
     if p.returncode != 0:
-        raise RuntimeError(f"train worker {spec['name']} failed:\n{p.stderr[-4000:]}")
+        why = " (killed by SIGKILL: most likely out of memory; try --train-batch 2)" if p.returncode == -9 else ""
+        raise RuntimeError(f"train worker {spec['name']} exited with {p.returncode}{why}:\n{p.stderr[-4000:]}")
     res = json.loads(out_path.read_text())
     res["process_seconds"] = round(time.perf_counter() - t, 1)
     return res
@@ -550,11 +552,6 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
 # --- 4. evaluation --------------------------------------------------------------------------------
 
 def bench_eval(cfg: dict) -> dict:
-    import contextlib
-
-    import torch
-
-    from pipeline.backends import cpu_has_bf16, cuda_available
     from pipeline.evaluate import eval_items, load_model
     from pipeline.generation import common_prefix_len, greedy
     from pipeline.models import resolve
@@ -565,27 +562,28 @@ def bench_eval(cfg: dict) -> dict:
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
     eot = tok.convert_tokens_to_ids(chat.eot)
     model = load_model(resolve(recipe.model, "model"), recipe)
-    use_bf16 = recipe.cpu_bf16 and not cuda_available() and cpu_has_bf16()
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    rates = {True: [], False: []}
+    # tooltune: prefix computed once + preallocated cache; baseline: plain batched generate (each
+    # prompt whole, transformers' DynamicCache); the middle one separates the two effects.
+    modes = {"tooltune": dict(share_prefix=True, static=True), "shared_prefix_dynamic_cache":
+             dict(share_prefix=True, static=False), "baseline": dict(share_prefix=False, static=False)}
+    rates: dict = {m: [] for m in modes}
     outs = {}
     for rep in range(cfg["eval_repeats"]):
-        for share in ((True, False) if rep % 2 == 0 else (False, True)):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        for m in (list(modes) if rep % 2 == 0 else list(modes)[::-1]):
             t = time.perf_counter()
-            with ctx:
-                outs[share] = greedy(model, tok, prompts, eot, cfg["eval_new_tokens"], recipe.eval.batch_size,
-                                     share_prefix=share)
-            rates[share].append(len(prompts) / (time.perf_counter() - t))
-    same = sum(a == b for a, b in zip(outs[True], outs[False]))
+            outs[m] = greedy(model, tok, prompts, eot, cfg["eval_new_tokens"], recipe.eval.batch_size, **modes[m])
+            rates[m].append(len(prompts) / (time.perf_counter() - t))
+    same = sum(a == b == c for a, b, c in zip(*outs.values()))
     return {"prompts": len(prompts), "max_new_tokens": cfg["eval_new_tokens"], "batch_size": recipe.eval.batch_size,
-            "bf16_autocast": use_bf16, "prompt_tokens": spread([len(x) for x in ids], 0),
-            "shared_prefix_tokens": common_prefix_len(ids),
-            "generated_tokens": sum(len(x) for x in outs[True]),
-            "share_prefix_turns_per_s": spread(rates[True], 3), "plain_turns_per_s": spread(rates[False], 3),
-            "share_prefix_vs_plain": spread(ratios(rates[True], rates[False]), 3),
+            "prompt_tokens": spread([len(x) for x in ids], 0), "shared_prefix_tokens": common_prefix_len(ids),
+            "generated_tokens": sum(len(x) for x in outs["tooltune"]),
+            "share_prefix_turns_per_s": spread(rates["tooltune"], 3), "plain_turns_per_s": spread(rates["baseline"], 3),
+            "shared_prefix_dynamic_cache_turns_per_s": spread(rates["shared_prefix_dynamic_cache"], 3),
+            "share_prefix_vs_plain": spread(ratios(rates["tooltune"], rates["baseline"]), 3),
+            "static_vs_dynamic_cache": spread(ratios(rates["tooltune"], rates["shared_prefix_dynamic_cache"]), 3),
             "identical_outputs": f"{same}/{len(prompts)}",
-            "note": "as the evaluate stage runs it: the base model, bf16 autocast where the CPU has AMX/AVX512-BF16"}
+            "note": "as the evaluate stage runs it: the base model in fp32 (no autocast), greedy, batched"}
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -653,6 +651,10 @@ def show(res: dict) -> None:
         t.add_row("eval", f"greedy share_prefix, {e['prompts']} prompts x {e['max_new_tokens']} new (turns/s)",
                   fmt_spread(e["share_prefix_turns_per_s"], digits=3), "plain " + fmt_spread(e["plain_turns_per_s"], digits=3),
                   fmt_ratio(e["share_prefix_vs_plain"]))
+        if "static_vs_dynamic_cache" in e:
+            t.add_row("", "of which the preallocated KV cache (vs DynamicCache, both prefix-shared)",
+                      "", fmt_spread(e["shared_prefix_dynamic_cache_turns_per_s"], digits=3),
+                      fmt_ratio(e["static_vs_dynamic_cache"]))
         t.add_row("", "identical outputs", e["identical_outputs"], "", "")
     out.print(t)
 
@@ -663,10 +665,11 @@ DEFAULT_RECIPE = "tooltune_default_recipe"  # packed (+ bf16 on AMX) with the re
 
 def config(quick: bool, repeats: int | None) -> dict:
     """Sizes. Training dominates: SmolLM2-135M forward+backward runs at a few hundred tokens/s on 2
-    cores, and an unpacked batch of 8 bundled conversations is ~6,700 tokens (~30 s a step). The
-    full run trains the default recipe's batch of 8 for 2 timed steps per configuration (the first
-    step's one-time costs fall on every configuration alike), which keeps `make bench` near 10
-    minutes; `--train-steps 4 --train-warmup 1` gives a steadier figure where there is time.
+    cores. The full run trains the default recipe's batch of 4 for 2 timed steps per configuration
+    (the first step's one-time costs fall on every configuration alike), which keeps `make bench`
+    near 10 minutes; `--train-steps 4 --train-warmup 1` gives a steadier figure where there is time.
+    Batch 8 does not fit the plain script in 24 GB: its unpacked rows (~900 tokens each) with
+    full-vocabulary logits (49,152 x 4 bytes per token, plus their gradient) were killed for memory.
     Generation is timed once per mode (--repeats raises it)."""
     if quick:
         c = dict(repeats=2, validate_lines=2000, validate_stage=True, count_examples=2000, count_subset=60,
@@ -675,7 +678,7 @@ def config(quick: bool, repeats: int | None) -> dict:
                  eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
     else:
         c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=4096, count_loop_subset=400,
-                 profile_examples=100, train_batch=8, train_warmup=0, train_steps=2,
+                 profile_examples=100, train_batch=4, train_warmup=0, train_steps=2,
                  train_configs=ALL_TRAIN + [DEFAULT_RECIPE], train_distinct_configs=["baseline", "tooltune_packed"],
                  eval_prompts=16, eval_new_tokens=32, eval_repeats=1)
     if repeats:
@@ -691,7 +694,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3; --quick 2)")
     ap.add_argument("--sections", default="validate,count,train,eval", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(OUT), help="where to write the JSON results")
-    ap.add_argument("--train-batch", type=int, default=None, help="conversations per training step (full: 8)")
+    ap.add_argument("--train-batch", type=int, default=None, help="conversations per training step (full: 4)")
     ap.add_argument("--train-warmup", type=int, default=None, help="untimed first steps (full: 0)")
     ap.add_argument("--train-steps", type=int, default=None, help="timed training steps (full: 2)")
     ap.add_argument("--train-distinct", default=None,

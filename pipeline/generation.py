@@ -16,6 +16,7 @@ time, more than the matrix products.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 from rich.progress import Progress
 
@@ -60,18 +61,24 @@ def cpu_gqa(model):
 def static_cache(model, batch: int, length: int, prefix=None):
     """A preallocated cache for `batch` rows of up to `length` tokens, holding `prefix` (a one-row
     cache of the shared prompt prefix) in every row."""
+    import torch
     from transformers import StaticCache
 
+    # Under bf16 autocast the projections write bf16 keys; the cache takes the dtype of its first update.
+    dtype = torch.get_autocast_dtype("cpu") if (model.device.type == "cpu" and torch.is_autocast_enabled("cpu")) else None
     cache = StaticCache(config=model.config, max_cache_len=length)
     if prefix is not None:
         for layer, src in zip(cache.layers, prefix.layers):
-            layer.update(src.keys.expand(batch, -1, -1, -1).contiguous(),
-                         src.values.expand(batch, -1, -1, -1).contiguous())
+            k, v = src.keys.expand(batch, -1, -1, -1), src.values.expand(batch, -1, -1, -1)
+            if dtype is not None:
+                k, v = k.to(dtype), v.to(dtype)
+            layer.update(k.contiguous(), v.contiguous())
     return cache
 
 
 def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, batch_size: int = 8,
-           label: str | None = None, share_prefix: bool = True, margins: list | None = None) -> list[list[int]]:
+           label: str | None = None, share_prefix: bool = True, margins: list | None = None,
+           static: bool = True) -> list[list[int]]:
     """Generated token ids per prompt (up to and including the end-of-turn token).
 
     With `margins` (a list), also appends per prompt the gap between the best and second-best logit
@@ -104,7 +111,14 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
                 gap = width - len(suffix)
                 rows.append(ids[i][:p] + [pad] * gap + suffix)
                 masks.append([1] * p + [0] * gap + [1] * len(suffix))
-            kwargs = {"past_key_values": static_cache(model, len(batch), p + width + max_new_tokens, cache)}
+            if static:
+                kwargs = {"past_key_values": static_cache(model, len(batch), p + width + max_new_tokens, cache)}
+            elif cache is not None:  # transformers' default DynamicCache (kept for the benchmark's baseline)
+                c = copy.deepcopy(cache)
+                c.batch_repeat_interleave(len(batch))
+                kwargs = {"past_key_values": c}
+            else:
+                kwargs = {}
             input_ids = torch.tensor(rows, device=model.device)
             with torch.no_grad(), cpu_gqa(model):
                 gen = model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=model.device),

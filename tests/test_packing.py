@@ -71,7 +71,7 @@ def test_packed_equals_unpacked_smollm2(smol_dir):
     check_equal(lora_model(smol_dir), conversations(tok, n=3, prefix_words=20), tok.pad_token_id, 1e-3)
 
 
-def test_no_shared_prefix_falls_back_to_block_diagonal(tiny_model_dir):
+def test_no_shared_prefix_falls_back_to_padded_rows(tiny_model_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -80,7 +80,7 @@ def test_no_shared_prefix_falls_back_to_block_diagonal(tiny_model_dir):
     rows[1]["labels"] = [IGNORE] + rows[1]["labels"]
     assert common_prefix([r["input_ids"] for r in rows], [r["labels"] for r in rows]) < 16
     packed = PackCollator(tok.pad_token_id)(rows)
-    assert packed["input_ids"].shape[1] == sum(len(r["input_ids"]) for r in rows)  # padding-free, no prefix
+    assert tuple(packed["input_ids"].shape) == (3, max(len(r["input_ids"]) for r in rows))  # padded rows
     model = lora_model(tiny_model_dir)
     l1, _ = loss_and_grads(model, PackCollator(tok.pad_token_id, mode="none")(rows))
     l2, _ = loss_and_grads(model, packed)

@@ -447,14 +447,11 @@ def run_worker(spec: dict, tmp: Path) -> dict:
 
 
 def tokenized_rows(recs: list[dict], chat) -> list[dict]:
-    from pipeline.chat import tokenize_with_mask
+    from pipeline.chat import encode_many
     from pipeline.packing import IGNORE
 
-    rows = []
-    for r in recs:
-        _, _, ids, mask = tokenize_with_mask(chat, r["messages"], r["tools"])
-        rows.append({"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)]})
-    return rows
+    return [{"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)]}
+            for _, _, _, ids, mask, _ in encode_many(chat, recs)]
 
 
 def summarize_train(res: dict, base: dict | None) -> dict:
@@ -497,7 +494,7 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
     if cpu_has_bf16():
         configs.append(("tooltune_packed_bf16", "shared_prefix", True, None))
     if top:
-        configs.append((f"tooltune_default_recipe", "shared_prefix", cpu_has_bf16() and recipe.cpu_bf16, top))
+        configs.append((DEFAULT_RECIPE, "shared_prefix", cpu_has_bf16() and recipe.cpu_bf16, top))
     wanted = {"shared": set(cfg["train_configs"]), "distinct": set(cfg["train_distinct_configs"])}
     out: dict = {"conversations": k, "batch": cfg["train_batch"], "warmup_steps": cfg["train_warmup"],
                  "timed_steps": cfg["train_steps"], "lr": recipe.train.lr,

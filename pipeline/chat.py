@@ -98,7 +98,6 @@ class Chat:
                                             add_generation_prompt=add_generation_prompt, **self._variables)
         return rendered[0]
 
-
     def prompt(self, messages: list[dict], tools: list[dict] | None) -> str:
         """The text a server sends the model before the assistant turn that follows `messages`."""
         return self.render(messages, tools, add_generation_prompt=True)
@@ -190,20 +189,20 @@ def assistant_spans(chat: Chat, messages: list[dict], tools: list[dict] | None) 
             return full, _spans(chat, msgs, None, full)
         except Exception:  # noqa: BLE001 - any failure without tools: do it the exact way
             pass
-    return full, _spans(chat, msgs, tools, full)
+    return full, _spans(chat, msgs, tools, full, whole=full)
 
 
-def _spans(chat: Chat, msgs: list[dict], tools: list[dict] | None, full: str) -> list[tuple[int, int]]:
+def _spans(chat: Chat, msgs: list[dict], tools: list[dict] | None, full: str,
+           whole: str | None = None) -> list[tuple[int, int]]:
+    """Spans of the assistant turns in `full`, from renders with `tools`; `whole` is the rendering of
+    the whole conversation with those tools when the caller already has it."""
     spans, cursor = [], 0
-    last_full = None  # the rendering of the whole conversation with these tools
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
         a = chat.render_adapted(msgs[:i], tools, add_generation_prompt=True) if i else ""
-        if i == len(msgs) - 1:
-            # The last turn's rendering is the whole conversation: reuse it when it is the full one.
-            last_full = full if tools else chat.render_adapted(msgs, None)
-            b = last_full
+        if i == len(msgs) - 1 and whole is not None:
+            b = whole  # the last turn's rendering is the whole conversation
         else:
             b = chat.render_adapted(msgs[: i + 1], tools)
         if not b.startswith(a):
@@ -241,16 +240,12 @@ def mask_from_offsets(offsets, spans: list[tuple[int, int]], first: int = 0) -> 
     return mask
 
 
-def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | None, return_offsets: bool = False):
-    """Token ids of the full rendering and a 0/1 mask of the tokens trained on (assistant spans).
-
-    With `return_offsets`, also each token's character span, which `audit_mask` can take instead of
-    tokenizing the same text again."""
+def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | None):
+    """Token ids of the full rendering and a 0/1 mask of the tokens trained on (assistant spans):
+    one conversation at a time (`encode_many` does many at once)."""
     full, spans = assistant_spans(chat, messages, tools)
     enc = chat.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    mask = mask_from_offsets(offsets, spans)
-    return (full, spans, ids, mask, offsets) if return_offsets else (full, spans, ids, mask)
+    return full, spans, enc["input_ids"], mask_from_offsets(enc["offset_mapping"], spans)
 
 
 def split_points(tokenizer) -> list[str]:

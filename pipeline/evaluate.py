@@ -65,7 +65,7 @@ def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[d
     n_call = n_text = n_par = n_res = 0
     sel = args_ok = refus = answered = par = fails = 0
     pred_calls = valid_calls = 0
-    failures, preds = [], []
+    preds = []
     for item, text in zip(items, outputs):
         p = parse(text, fmt)
         ref = item["reference"]["calls"]
@@ -100,10 +100,7 @@ def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[d
         preds.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"], "after": item["after"],
                       "expected": ref or item["reference"]["text"], "produced": text, "ok": bool(ok),
                       "parse_error": p.error})
-        if not ok:
-            failures.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"],
-                             "expected": ref or item["reference"]["text"], "produced": text.strip(),
-                             "parse_error": p.error})
+    failures = [dict(x, produced=x["produced"].strip()) for x in preds if not x["ok"]]
     m = {
         "tool_selection": sel / n_call if n_call else None,
         "arguments": args_ok / n_call if n_call else None,

@@ -61,18 +61,13 @@ def cpu_gqa(model):
 def static_cache(model, batch: int, length: int, prefix=None):
     """A preallocated cache for `batch` rows of up to `length` tokens, holding `prefix` (a one-row
     cache of the shared prompt prefix) in every row."""
-    import torch
     from transformers import StaticCache
 
-    # Under bf16 autocast the projections write bf16 keys; the cache takes the dtype of its first update.
-    dtype = torch.get_autocast_dtype("cpu") if (model.device.type == "cpu" and torch.is_autocast_enabled("cpu")) else None
     cache = StaticCache(config=model.config, max_cache_len=length)
     if prefix is not None:
         for layer, src in zip(cache.layers, prefix.layers):
-            k, v = src.keys.expand(batch, -1, -1, -1), src.values.expand(batch, -1, -1, -1)
-            if dtype is not None:
-                k, v = k.to(dtype), v.to(dtype)
-            layer.update(k.contiguous(), v.contiguous())
+            layer.update(src.keys.expand(batch, -1, -1, -1).contiguous(),
+                         src.values.expand(batch, -1, -1, -1).contiguous())
     return cache
 
 

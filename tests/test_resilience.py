@@ -262,6 +262,47 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     assert "nothing to do" in capsys.readouterr().out
 
 
+def test_merge_check_in_16_bit_compute_allows_for_its_own_noise(chain, tiny_model_dir, runs_dir, monkeypatch):
+    """Where fp32 does not fit on the GPU the check computes in the export dtype. On an H200 a correct
+    merge then failed the fixed 0.25 near-tie gap (bf16 moves a random model's logits by up to ~2);
+    the gap now widens to twice the logit noise measured between the two models."""
+    run = runs_dir / "B"
+    shutil.copytree(chain, run)
+    shutil.rmtree(run / "merged")
+    monkeypatch.setattr(export, "check_dtype", lambda model, dtype, on_gpu: dtype)
+    stage(export, "B", tiny_args(tiny_model_dir) + ["export.dtype=bfloat16", "eval.max_new_tokens=32",
+                                                     "export.check_prompts=8"])
+    check = json.loads((run / "merged" / "stage.json").read_text())["figures"]["merge_check"]
+    assert check["check_dtype"] == "bfloat16" and check["prompts"] >= 4 and not check["mismatches"]
+    assert check["near_tie_threshold"] == max(export.NEAR_TIE, 2 * check["merge_logit_error"])
+    assert 0 < check["merge_logit_error"] < check["adapter_logit_effect"]
+
+
+def test_a_merge_that_loses_the_adapter_is_refused(chain, tiny_model_dir, runs_dir, monkeypatch, capsys):
+    from peft.tuners.lora import LoraModel
+
+    run = runs_dir / "D"
+    shutil.copytree(chain, run)
+    shutil.rmtree(run / "merged")
+    monkeypatch.setattr(LoraModel, "merge_and_unload", lambda self, *a, **kw: self.unload())  # drops the adapter
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        stage(export, "D", tiny_args(tiny_model_dir))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not carry the adapter faithfully" in err and "Traceback" not in err
+    assert not (run / "merged").exists()
+    fp32 = json.loads((chain / "merged" / "stage.json").read_text())["figures"]["merge_check"]
+    assert fp32["check_dtype"] == "float32" and fp32["merge_logit_error"] < fp32["adapter_logit_effect"] / 2
+
+
+def test_merge_compare_near_tie_gap_follows_the_measured_noise():
+    ref, out, gaps = [[1, 2, 3]], [[1, 2, 4]], [[5.0, 5.0, 0.3]]
+    assert export.compare(ref, out, gaps)["mismatches"] == [0]
+    assert export.compare(ref, out, gaps, noise=0.2)["near_ties"] == [0]
+    assert export.compare(ref, ref, gaps)["identical"] == 1
+
+
 # --- 3. bad recipes and names --------------------------------------------------------------------------
 
 BAD = [

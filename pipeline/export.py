@@ -105,12 +105,13 @@ def compare(reference: list[list[int]], produced: list[list[int]], gaps: list[li
 
 
 def probe_logits(model, ids: list[int], start: int):
-    """Teacher-forced logits (fp32, on the CPU) that predict ids[start:]."""
+    """Teacher-forced logits (fp32, on the CPU) that predict ids[start:]. Only those positions go
+    through the LM head: a 2,000-token Llama prompt would otherwise add 1 GB of logits."""
     import torch
 
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, start - 1:-1]
-    return logits.float().cpu()
+        out = model(input_ids=torch.tensor([ids], device=model.device), logits_to_keep=len(ids) - start + 1)
+    return out.logits[0, :-1].float().cpu()
 
 
 def check_dtype(model, export_dtype, on_gpu: bool):
@@ -168,7 +169,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     # One prompt and its reference continuation, teacher-forced: how far the merge moves the logits,
     # against how far the adapter moves them from the base.
     start = len(tok(prompts[0], add_special_tokens=False)["input_ids"]) if prompts else 0
-    probe = (tok(prompts[0], add_special_tokens=False)["input_ids"] + reference[0]) if prompts else []
+    probe = (tok(prompts[0], add_special_tokens=False)["input_ids"] + reference[0]) if prompts and reference[0] else []
     adapter_logits = probe_logits(model, probe, start) if probe else None
     if probe:
         with model.disable_adapter():

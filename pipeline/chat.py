@@ -196,10 +196,19 @@ def _spans(chat: Chat, msgs: list[dict], tools: list[dict] | None, full: str,
            whole: str | None = None) -> list[tuple[int, int]]:
     """Spans of the assistant turns in `full`, from renders with `tools`; `whole` is the rendering of
     the whole conversation with those tools when the caller already has it."""
-    spans, cursor = [], 0
+    spans, cursor, last = [], 0, -1
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
+        # Start looking after the messages since the last assistant turn: a reply may repeat the
+        # user's words ("Yes" after "Yes"), and both end with the same end-of-turn token.
+        after = cursor
+        for prev in msgs[last + 1:i]:
+            text = prev.get("content")
+            k = full.find(text, after) if isinstance(text, str) and text else -1
+            if k >= 0:
+                after = k + len(text)
+        last = i
         a = chat.render_adapted(msgs[:i], tools, add_generation_prompt=True) if i else ""
         if i == len(msgs) - 1 and whole is not None:
             b = whole  # the last turn's rendering is the whole conversation
@@ -217,7 +226,9 @@ def _spans(chat: Chat, msgs: list[dict], tools: list[dict] | None, full: str,
             idx = turn.rfind(chat.eot)
             if idx >= 0:
                 turn = turn[: idx + len(chat.eot)]
-        start = full.find(turn, cursor)
+        start = full.find(turn, after)
+        if start < 0:
+            start = full.find(turn, cursor)
         if start < 0:
             raise StageError(f"assistant turn {i} is not found in the full rendering; the template is not prefix-stable.")
         spans.append((start, start + len(turn)))

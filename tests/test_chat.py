@@ -100,6 +100,16 @@ def test_audit_fails_a_bad_mask(chat):
         audit_mask(c, MESSAGES, TOOLS, full, spans, ids, bad, name)
 
 
+def test_a_reply_that_repeats_the_user_is_trained_where_the_reply_is(chat):
+    """"Yes" after "Yes": both end with the same end-of-turn token, and the mask must not land on the user's."""
+    name, c = chat
+    msgs = [MESSAGES[0], {"role": "user", "content": "Yes"}, {"role": "assistant", "content": "Yes"}]
+    full, spans, ids, mask = tokenize_with_mask(c, msgs, TOOLS)
+    audit_mask(c, msgs, TOOLS, full, spans, ids, mask, name)
+    assert len(spans) == 1 and spans[0][0] > full.find("Yes")
+    assert c.tokenizer.decode([t for t, m in zip(ids, mask) if m]).strip().startswith("Yes")
+
+
 def test_llama_parallel_calls_become_consecutive_turns(tokenizer_dir):
     c = chat_for(tokenizer_dir("llama3_1_instruct"))
     msgs = [MESSAGES[0], MESSAGES[1], {"role": "assistant", "content": None, "tool_calls": [CALL1, CALL2]}]

@@ -227,7 +227,7 @@ def bench_count(cfg: dict) -> dict:
     import cProfile
     import pstats
 
-    from pipeline.chat import audit_mask, encode_many
+    from pipeline.chat import encode_many
 
     tools = dataset_tools()
     recs = records(DATA / "train.jsonl", tools)
@@ -238,8 +238,7 @@ def bench_count(cfg: dict) -> dict:
 
     def way_a(part=None):
         out = []
-        for r, full, spans, ids, mask, offsets in encode_many(chat, part or subset):
-            audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, r["id"], offsets=offsets)
+        for _, _, _, ids, _ in encode_many(chat, part or subset):  # each mask audited inside
             out.append(ids)
         return out
 
@@ -300,18 +299,22 @@ def bench_count(cfg: dict) -> dict:
 
     total, _ = cum("way_a", "bench.py")
     render, renders = cum("render_adapted", "chat.py")  # every Jinja render goes through it
-    encode, encodes = cum("__call__", "tokenization_utils_base")
+    py_render, _ = cum("__call__", "chat.py")  # HermesRenderer: the Jinja template's Python twin
+    # The Rust tokenizer, called through transformers (`tok(texts)`) or directly (`encode_batch`).
+    encode = sum(v[2] for k, v in st.items() if "encode_batch" in k[2] or "encode' of 'tokenizers" in k[2])
+    encodes = sum(v[1] for k, v in st.items() if "encode_batch" in k[2] or "encode' of 'tokenizers" in k[2])
     sandbox, _ = cum("getattr", "sandbox.py")  # 0 for tooltune's own templates (rendered unsandboxed)
     audit, _ = cum("audit_mask", "chat.py")
     out["profile"] = {
         "examples": prof_n, "seconds": round(total, 3),
         "jinja_renders_per_example": round(renders / max(1, prof_n), 2),
         "share_jinja_render": round(render / max(total, 1e-9), 3),
+        "share_python_render": round(py_render / max(total, 1e-9), 3),
         "share_jinja_sandbox_getattr": round(sandbox / max(total, 1e-9), 3),
         "share_tokenizer_call": round(encode / max(total, 1e-9), 3),
         "tokenizer_calls_per_example": round(encodes / max(1, prof_n), 2),
         "share_mask_audit": round(audit / max(total, 1e-9), 3),
-        "share_other": round(max(0.0, total - render - encode - audit) / max(total, 1e-9), 3),
+        "share_other": round(max(0.0, total - render - py_render - encode - audit) / max(total, 1e-9), 3),
     }
     return out
 
@@ -451,7 +454,7 @@ def tokenized_rows(recs: list[dict], chat) -> list[dict]:
     from pipeline.packing import IGNORE
 
     return [{"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)]}
-            for _, _, _, ids, mask, _ in encode_many(chat, recs)]
+            for _, _, _, ids, mask in encode_many(chat, recs, audit=False)]
 
 
 def summarize_train(res: dict, base: dict | None) -> dict:
@@ -619,9 +622,9 @@ def show(res: dict) -> None:
                   f"a/c {'met' if c['target_met']['a_vs_c'] else 'missed'}", "",
                   f"short {c['target_gap']['a_vs_b_short_by']}x / {c['target_gap']['a_vs_c_slower_by']}x")
         p = c["profile"]
-        t.add_row("", "count stage profile", f"jinja {p['share_jinja_render']:.0%} "
-                  f"({p['jinja_renders_per_example']} renders/ex), tokenizer {p['share_tokenizer_call']:.0%}, "
-                  f"audit {p.get('share_mask_audit', 0):.0%}", "", "")
+        t.add_row("", "count stage profile", f"render: jinja {p['share_jinja_render']:.0%} "
+                  f"({p['jinja_renders_per_example']}/ex), python {p.get('share_python_render', 0):.0%}; Rust tokenizer "
+                  f"{p['share_tokenizer_call']:.0%}, audit {p.get('share_mask_audit', 0):.0%}", "", "")
         est = c["estimated_seconds_for_all"]
         t.add_row("", f"est. seconds for {c['examples']:,} (a / b / c)", f"{est['a']} / {est['b']} / {est['c']}", "", "")
     if "train" in s:

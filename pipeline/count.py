@@ -113,10 +113,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     naive = defaultdict(lambda: [0, 0])  # type -> [chars, tokens]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("rendering and tokenizing", total=len(train))
-        for r, full, spans, ids, mask, offsets in chat_mod.encode_many(
-                chat, train, on_rendered=lambda n: progress.advance(task, n)):
+        for r, _, _, ids, mask in chat_mod.encode_many(chat, train, on_rendered=lambda n: progress.advance(task, n)):
             where = chat_mod.where(r)
-            chat_mod.audit_mask(chat, r["messages"], r["tools"], full, spans, ids, mask, where, offsets=offsets)
             n = len(ids)
             lengths.append(n)
             trained_total += sum(mask)

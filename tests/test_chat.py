@@ -184,6 +184,80 @@ def test_encode_many_equals_the_exact_per_example_way(chat):
         enc = c.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         expected.append((full, spans, list(enc["input_ids"]), mask_from_offsets(enc["offset_mapping"], spans)))
     for workers in (1, 2):
-        got = [(full, spans, list(ids), mask) for _, full, spans, ids, mask, _ in
+        got = [(full, spans, list(ids), mask) for _, full, spans, ids, mask in
                encode_many(c, records, chunk=5, workers=workers)]
         assert got == expected, (name, workers)
+
+
+# --- the Hermes template's Python twin -------------------------------------------------------------
+
+def _hermes_chat(smol_dir):
+    return chat_for(smol_dir, TEMPLATES / "hermes.jinja")
+
+
+def test_hermes_renderer_equals_the_template_on_the_bundled_data(smol_dir):
+    """Text and assistant spans, conversation by conversation, on every bundled conversation."""
+    from pipeline.bench import DATA, dataset_tools, records
+    from pipeline.chat import assistant_spans
+
+    c = _hermes_chat(smol_dir)
+    fast = c.fast_spans()
+    assert fast is not None
+    tools = dataset_tools()
+    recs = records(DATA / "train.jsonl", tools) + records(DATA / "eval.jsonl", tools)
+    assert len(recs) > 3000
+    for r in recs:
+        assert fast(r["messages"], r["tools"]) == assistant_spans(c, r["messages"], r["tools"]), r["id"]
+
+
+def test_hermes_renderer_equals_the_template_on_generated_conversations(smol_dir):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from pipeline.chat import assistant_spans
+
+    c = _hermes_chat(smol_dir)
+    fast = c.fast_spans()
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<>|"), min_size=1, max_size=30)
+    prop = st.one_of(st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "boolean"])}),
+                     st.fixed_dictionaries({"type": st.just("string"), "enum": st.lists(st.sampled_from(["a", "b", 3, True]), min_size=1, max_size=3)}),
+                     st.fixed_dictionaries({"type": st.just(["string", "null"])}), st.just({}))
+    tool = st.builds(
+        lambda name, props, req, desc, wrap: (lambda f: {"type": "function", "function": f} if wrap else f)(
+            {"name": name, **({"description": desc} if desc is not None else {}),
+             "parameters": {"type": "object", "properties": props, "required": [k for k in props if req]}}),
+        st.from_regex(r"[a-z_]{1,12}", fullmatch=True), st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), prop, max_size=3),
+        st.booleans(), st.one_of(st.none(), st.just(""), text), st.booleans())
+    call = st.builds(lambda name, args, as_text: {"type": "function", "function": {
+        "name": name, "arguments": json.dumps(args) if as_text else args}},
+        st.from_regex(r"[a-z_]{1,12}", fullmatch=True), st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True),
+                                                                        st.one_of(st.integers(), text, st.booleans()), max_size=3),
+        st.booleans())
+    message = st.one_of(
+        st.builds(lambda t: {"role": "user", "content": t}, text),
+        st.builds(lambda t: {"role": "tool", "tool_call_id": "c", "content": t}, text),
+        st.builds(lambda t: {"role": "assistant", "content": t}, text),
+        st.builds(lambda t, calls: {"role": "assistant", "content": t, "tool_calls": calls},
+                  st.one_of(st.none(), st.just(""), text), st.lists(call, min_size=1, max_size=3)))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(system=st.one_of(st.none(), text), body=st.lists(message, min_size=1, max_size=7),
+           tools=st.one_of(st.none(), st.lists(tool, min_size=1, max_size=3)))
+    def check(system, body, tools):
+        # As validated: a user turn opens the conversation (the validator rejects any other start).
+        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [MESSAGES[1]] + body
+        assert fast(msgs, tools) == assistant_spans(c, msgs, tools)
+
+    check()
+
+
+def test_encode_many_falls_back_to_the_template_when_the_twin_differs(smol_dir, monkeypatch):
+    from pipeline.chat import HermesRenderer, encode_many, tokenize_with_mask
+
+    c = _hermes_chat(smol_dir)
+    records = [{"id": f"r{i}", "messages": MESSAGES, "tools": TOOLS} for i in range(4)]
+    expected = [tokenize_with_mask(c, MESSAGES, TOOLS) for _ in records]
+    real = HermesRenderer.__call__
+    monkeypatch.setattr(HermesRenderer, "__call__", lambda self, m, t: (real(self, m, t)[0], [(0, 5)]))
+    got = [(full, spans, list(ids), mask) for _, full, spans, ids, mask in encode_many(c, records, workers=1)]
+    assert got == [(f, s, list(i), m) for f, s, i, m in expected]

@@ -129,6 +129,62 @@ def check_dtype(model, export_dtype, on_gpu: bool):
     return torch.float32 if torch.cuda.mem_get_info()[0] > extra + 2 * 2**30 else export_dtype
 
 
+def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts: list[str], eot_id: int,
+                  export_dtype, max_new_tokens: int, batch_size: int, trust_remote_code: bool = False):
+    """Apply the adapter to the 16-bit base, generate the greedy reference, merge, save the merged
+    model to `save_to`, reload it and generate again. Returns (check, reference, produced): check is
+    `compare`'s verdict plus the logit error the merge made and the adapter's own effect (one prompt
+    and its reference continuation, teacher-forced), the compute dtype, and `problem`, a sentence
+    when the merge is not faithful (else None)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    on_gpu = cuda_available()
+    device_map = {"": 0} if on_gpu else None
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=export_dtype, use_safetensors=True,
+                                                trust_remote_code=trust_remote_code, device_map=device_map)
+    work_dtype = check_dtype(base, export_dtype, on_gpu)
+    model = PeftModel.from_pretrained(base.to(work_dtype), adapter_dir)
+    model.eval()
+    gaps: list[list[float]] = []
+    reference = greedy(model, tok, prompts, eot_id, max_new_tokens, batch_size, label="adapter", margins=gaps)
+    start = len(tok(prompts[0], add_special_tokens=False)["input_ids"]) if prompts else 0
+    probe = (tok(prompts[0], add_special_tokens=False)["input_ids"] + reference[0]) if prompts and reference[0] else []
+    if probe:
+        adapter_logits = probe_logits(model, probe, start)
+        with model.disable_adapter():
+            base_logits = probe_logits(model, probe, start)
+    merged = model.merge_and_unload().to(export_dtype)
+    merged.generation_config.eos_token_id = eot_id
+    merged.generation_config.pad_token_id = tok.pad_token_id
+    merged.generation_config.do_sample = False
+    merged.config.eos_token_id = eot_id
+    merged.save_pretrained(save_to, safe_serialization=True, max_shard_size="5GB")
+    del merged, model, base
+    reloaded = AutoModelForCausalLM.from_pretrained(save_to, dtype=work_dtype, use_safetensors=True, device_map=device_map)
+    reloaded.eval()
+    produced = greedy(reloaded, tok, prompts, eot_id, max_new_tokens, batch_size, label="merged")
+    noise = effect = 0.0
+    if probe:
+        noise = (probe_logits(reloaded, probe, start) - adapter_logits).abs().max().item()
+        effect = (adapter_logits - base_logits).abs().max().item()
+    check = {**compare(reference, produced, gaps, noise), "merge_logit_error": noise, "adapter_logit_effect": effect,
+             "check_dtype": str(work_dtype).replace("torch.", ""), "problem": None}
+    # fp32 compute leaves the merge's rounding alone (measured: 0.02-0.18 against effects of 2.9-5.4);
+    # 16-bit compute adds its own noise, so there only a merge as loud as the adapter fails.
+    if effect > 0 and noise >= effect * (0.5 if work_dtype == torch.float32 else 1.0):
+        check["problem"] = (f"the merge moved the logits by up to {noise:.3g} where the adapter itself moves them by "
+                            f"{effect:.3g} (one eval prompt, teacher-forced): the merged model does not carry the "
+                            "adapter faithfully.")
+    elif check["mismatches"]:
+        i = check["mismatches"][0]
+        check["problem"] = (f"the merged model does not generate what the adapter model does on {len(check['mismatches'])} "
+                            f"of {len(prompts)} eval prompts (first: prompt {i}: adapter {tok.decode(reference[i])!r} vs "
+                            f"merged {tok.decode(produced[i])!r}).")
+    return check, reference, produced
+
+
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     adapter_in = run_dir / "train" / "adapter"
@@ -143,82 +199,26 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         return out
 
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     backend, _ = resolve_backend(recipe)
-    export_dtype = getattr(torch, recipe.export.dtype)
     tok = load_tokenizer(recipe)
     chat = Chat.for_recipe(recipe, tok)
-    eot_id = tok.convert_tokens_to_ids(chat.eot)
     prompts = eval_prompts(run_dir, chat, recipe.export.check_prompts)
-    on_gpu = cuda_available()
-    device_map = {"": 0} if on_gpu else None
-
     console.print(f"export: loading the 16-bit base {base_16bit(recipe)} and applying the adapter")
-    base = AutoModelForCausalLM.from_pretrained(resolve(base_16bit(recipe), "model"), dtype=export_dtype,
-                                                use_safetensors=True, trust_remote_code=recipe.trust_remote_code,
-                                                device_map=device_map)
-    work_dtype = check_dtype(base, export_dtype, on_gpu)
-    base = base.to(work_dtype)
-    model = PeftModel.from_pretrained(base, adapter_in)
-    model.eval()
-    gaps: list[list[float]] = []
-    reference = greedy(model, tok, prompts, eot_id, recipe.eval.max_new_tokens, recipe.eval.batch_size,
-                       label="adapter", margins=gaps)
-    # One prompt and its reference continuation, teacher-forced: how far the merge moves the logits,
-    # against how far the adapter moves them from the base.
-    start = len(tok(prompts[0], add_special_tokens=False)["input_ids"]) if prompts else 0
-    probe = (tok(prompts[0], add_special_tokens=False)["input_ids"] + reference[0]) if prompts and reference[0] else []
-    adapter_logits = probe_logits(model, probe, start) if probe else None
-    if probe:
-        with model.disable_adapter():
-            base_logits = probe_logits(model, probe, start)
-    merged = model.merge_and_unload()
-    merged = merged.to(export_dtype)
-    merged.generation_config.eos_token_id = eot_id
-    merged.generation_config.pad_token_id = tok.pad_token_id
-    merged.generation_config.do_sample = False
-    merged.config.eos_token_id = eot_id
-
     with atomic_dir(out) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True, max_shard_size="5GB")
+        check, _, _ = merge_checked(resolve(base_16bit(recipe), "model"), adapter_in, tmp, tok, prompts,
+                                    tok.convert_tokens_to_ids(chat.eot), getattr(torch, recipe.export.dtype),
+                                    recipe.eval.max_new_tokens, recipe.eval.batch_size, recipe.trust_remote_code)
+        if check["problem"]:
+            raise StageError(f"{check['problem']} The export was not written; report this with the recipe.")
         tok.chat_template = chat.template
         tok.save_pretrained(tmp)
         (tmp / "chat_template.jinja").write_text(chat.template)  # byte-identical to what training rendered
-        del merged, model, base
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=work_dtype, use_safetensors=True,
-                                                        device_map=device_map)
-        reloaded.eval()
-        produced = greedy(reloaded, tok, prompts, eot_id, recipe.eval.max_new_tokens, recipe.eval.batch_size, label="merged")
-        noise = effect = 0.0
-        if probe:
-            noise = (probe_logits(reloaded, probe, start) - adapter_logits).abs().max().item()
-            effect = (adapter_logits - base_logits).abs().max().item()
-        check = {**compare(reference, produced, gaps, noise), "merge_logit_error": noise, "adapter_logit_effect": effect,
-                 "check_dtype": str(work_dtype).replace("torch.", "")}
-        # fp32 compute leaves the merge's rounding alone (measured: 0.02-0.18 against effects of 2.9-5.4);
-        # 16-bit compute adds its own noise, so there only a merge as loud as the adapter fails.
-        if effect > 0 and noise >= effect * (0.5 if work_dtype == torch.float32 else 1.0):
-            raise StageError(
-                f"the merge moved the logits by up to {noise:.3g} where the adapter itself moves them by {effect:.3g} "
-                "(one eval prompt, teacher-forced): the merged model does not carry the adapter faithfully. The export was not written; "
-                "report this with the recipe.")
-        if check["mismatches"]:
-            i = check["mismatches"][0]
-            raise StageError(
-                f"the merged model does not generate what the adapter model does on {len(check['mismatches'])} of "
-                f"{len(prompts)} eval prompts (first: prompt {i}: adapter {tok.decode(reference[i])!r} vs merged "
-                f"{tok.decode(produced[i])!r}). The export was not written; report this with the recipe."
-            )
+        tpl_hash = sha256_file(tmp / "chat_template.jinja")
         (tmp / "README.md").write_text(scrub(model_card(recipe, chat, run_dir, check)))
         (tmp / "tooltune.json").write_text(json.dumps(
             {"recipe": recipe.name, "tool_format": chat.fmt, "vllm_tool_parser": vllm_parser(chat.fmt),
-             "chat_template_sha256": None, "merge_check": check}, indent=2))
-    tpl_hash = sha256_file(out / "chat_template.jinja")
-    meta = json.loads((out / "tooltune.json").read_text())
-    meta["chat_template_sha256"] = tpl_hash
-    (out / "tooltune.json").write_text(json.dumps(meta, indent=2))
+             "chat_template_sha256": tpl_hash, "merge_check": check}, indent=2))
 
     with atomic_dir(run_dir / "adapter") as tmp:
         for f in adapter_in.iterdir():

@@ -501,21 +501,12 @@ def _after_load(rec: dict, device: str) -> None:
         rec["vram_after_load_gb"] = torch.cuda.memory_allocated() / 2**30
 
 
-def _logits(model, ids: list[int]):
-    import torch
-
-    with torch.no_grad():
-        return model(input_ids=torch.tensor([ids], device=model.device)).logits.float().cpu()
-
-
 def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
-    """4-bit (or, in the smoke run, fp32 CPU) LoRA training, then the export stage's merge and its check."""
+    """4-bit (or, in the smoke run, fp32 CPU) LoRA training, then the export stage's merge and its check
+    (pipeline.export.merge_checked: 16-bit base + adapter, never merged into 4-bit weights)."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from pipeline.export import compare
-    from pipeline.generation import greedy
+    from pipeline.export import merge_checked
 
     device = ctx["device"]
     backend = {"e2e_hf_4bit": "hf", "e2e_unsloth_4bit": "unsloth", SMOKE_E2E: "cpu"}[name]
@@ -531,53 +522,26 @@ def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
                            ctx["e2e_steps"], ctx["e2e_lr"])
     rec.update(loop=out["loop"], losses=out["losses"])
     finite = bool(out["losses"]) and all(math.isfinite(x) for x in out["losses"])
+    lora_b = max((p.detach().abs().max().item() for n, p in model.named_parameters() if "lora_B" in n), default=0.0)
     adapter = workdir / "adapter"
     model.save_pretrained(adapter)
     rec["adapter_files"] = sorted(p.name for p in adapter.iterdir())
     del model
     _free(device)
 
-    # pipeline/export.py: 16-bit base + adapter (never merged into 4-bit weights), greedy reference, merge, save, reload.
-    export_dtype = torch.bfloat16
-    work_dtype = export_dtype if device == "cuda" else torch.float32
-    device_map = {"": 0} if device == "cuda" else None
-    base = AutoModelForCausalLM.from_pretrained(ctx["model_dir"], dtype=export_dtype, use_safetensors=True,
-                                                device_map=device_map).to(work_dtype)
-    eot = tok.eos_token_id
-    probe = tok(PROMPTS[1], add_special_tokens=False)["input_ids"]
-    base_logits = _logits(base, probe)
-    pm = PeftModel.from_pretrained(base, adapter)
-    pm.eval()
-    lora_b = max((p.detach().abs().max().item() for n, p in pm.named_parameters() if "lora_B" in n), default=0.0)
-    gaps: list = []
-    reference = greedy(pm, tok, PROMPTS, eot, ctx["max_new_tokens"], batch_size=len(PROMPTS), margins=gaps)
-    adapter_logits = _logits(pm, probe)
-    merged = pm.merge_and_unload().to(export_dtype)
     merged_dir = workdir / "merged"
-    merged.save_pretrained(merged_dir, safe_serialization=True)
-    tok.save_pretrained(merged_dir)
-    del merged, pm, base
-    _free(device)
-    reloaded = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=work_dtype, use_safetensors=True,
-                                                    device_map=device_map)
-    reloaded.eval()
-    produced = greedy(reloaded, tok, PROMPTS, eot, ctx["max_new_tokens"], batch_size=len(PROMPTS))
-    merged_logits = _logits(reloaded, probe)
-    effect = (adapter_logits - base_logits).abs().max().item()
-    merge_err = (merged_logits - adapter_logits).abs().max().item()
-    check = compare(reference, produced, gaps, merge_err)
-    has_weights = any(merged_dir.glob("*.safetensors"))
+    check, reference, produced = merge_checked(ctx["model_dir"], adapter, merged_dir, tok, PROMPTS, tok.eos_token_id,
+                                               torch.bfloat16, ctx["max_new_tokens"], len(PROMPTS))
+    effect, merge_err = check["adapter_logit_effect"], check["merge_logit_error"]
     why = []
     if not finite:
         why.append(f"training losses not finite: {out['losses']}")
     if lora_b == 0.0:
         why.append("the trained adapter is all zeros (lora_B never moved)")
-    if not has_weights:
+    if not any(merged_dir.glob("*.safetensors")):
         why.append("no safetensors written")
-    if check["mismatches"]:
-        why.append(f"{len(check['mismatches'])}/{check['prompts']} greedy generations differ (not at a near-tie)")
-    if not effect > merge_err:
-        why.append(f"the adapter's effect on the logits ({effect:.3g}) is not above the merge error ({merge_err:.3g})")
+    if check["problem"]:
+        why.append(check["problem"])
     rec.update(
         status="ok", passed=not why, why_failed="; ".join(why) or None, merge_check=check,
         adapter_max_abs_lora_B=lora_b, adapter_effect_max_abs_logit=effect, merged_vs_adapter_max_abs_logit=merge_err,

@@ -66,6 +66,7 @@ class Chat:
     template: str
     fmt: str
     _variables: dict | None = field(default=None, repr=False)
+    _decoded: dict = field(default_factory=dict, repr=False)  # token id -> its text
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, tokenizer) -> "Chat":
@@ -79,10 +80,9 @@ class Chat:
 
     def decoded(self, token_id: int) -> str:
         """One token's text, remembered."""
-        cache = self.__dict__.setdefault("_decoded", {})
-        if token_id not in cache:
-            cache[token_id] = self.tokenizer.decode([token_id])
-        return cache[token_id]
+        if token_id not in self._decoded:
+            self._decoded[token_id] = self.tokenizer.decode([token_id])
+        return self._decoded[token_id]
 
     def fast_spans(self):
         """A renderer that returns (text, assistant spans) in one pass, where one exists for this template."""

@@ -24,13 +24,10 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Pinned like requirements/*.txt; the rest are the needs a stock CUDA image lacks.
-PINNED = ["unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "trl==1.15.0", "datasets==4.8.5", "bitsandbytes==0.50.2",
-          "peft==0.18.1", "jsonschema==4.26.0", "jsonschema-specifications==2025.9.1", "dill==0.4.1",
-          "multiprocess==0.70.19", "pydantic==2.14.4", "pydantic-core==2.50.5",
-          # peft 0.18.1 imports torchao.quantization.LinearActivationQuantizedTensor, which torchao 0.18 removed:
-          # with 0.18 installed, LoRA on any unquantized model fails (seen on an H200).
-          "torchao==0.17.0"]
+# Pinned where requirements/*.txt pins them; the rest are needs a stock CUDA image lacks.
+FROM_REQUIREMENTS = ["unsloth", "unsloth_zoo", "trl", "datasets", "bitsandbytes", "peft", "torchao", "jsonschema"]
+PINNED = ["jsonschema-specifications==2025.9.1", "dill==0.4.1", "multiprocess==0.70.19", "pydantic==2.14.4",
+          "pydantic-core==2.50.5"]
 NEEDS = ["tyro", "docstring-parser", "typeguard", "shtab", "json5", "nest-asyncio", "structlog", "annotated-types",
          "typing-inspection", "msgspec", "cut_cross_entropy", "hf_transfer", "rpds-py", "referencing"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
@@ -66,7 +63,13 @@ def main(argv=None) -> int:
            "--python-version", args.python, "--implementation", "cp", "-d", str(dest)]
     for p in PLATFORMS:
         cmd += ["--platform", p]
-    subprocess.run(cmd + PINNED + NEEDS, check=True)
+    pins = {}
+    for req in ("base.txt", "gpu.txt"):
+        for line in (ROOT / "requirements" / req).read_text().splitlines():
+            name = re.split(r"[=<>~! ]", line.strip(), maxsplit=1)[0]
+            if name and not line.startswith("#"):
+                pins[name.lower()] = line.strip()
+    subprocess.run(cmd + [pins[n] for n in FROM_REQUIREMENTS] + PINNED + NEEDS, check=True)
     keep_lib = f"libbitsandbytes_cuda{args.cuda}.so"
     rules = {
         "bitsandbytes-": lambda n: re.search(r"libbitsandbytes_\w+\.so$", n) is not None and not n.endswith(keep_lib),

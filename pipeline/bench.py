@@ -265,7 +265,8 @@ def bench_count(cfg: dict) -> dict:
             ids[k] = got
             rates[k].append(sum(len(x) for x in got) / dt)
     tokens = sum(len(x) for x in ids["a"])
-    identical = (ids["a"][: len(ids["b"])] == [list(x) for x in ids["b"]]) and ids["a"] == [list(x) for x in ids["c"]]
+    a_ids = [x.tolist() for x in ids["a"]]  # numpy arrays, as the count stage yields them
+    identical = (a_ids[: len(ids["b"])] == [list(x) for x in ids["b"]]) and a_ids == [list(x) for x in ids["c"]]
     per_ex = tokens / len(subset)
     out = {
         "examples": n_total, "measured_on": len(subset), "loop_measured_on": len(loop_subset),
@@ -304,7 +305,7 @@ def bench_count(cfg: dict) -> dict:
     encode = sum(v[2] for k, v in st.items() if "encode_batch" in k[2] or "encode' of 'tokenizers" in k[2])
     encodes = sum(v[1] for k, v in st.items() if "encode_batch" in k[2] or "encode' of 'tokenizers" in k[2])
     sandbox, _ = cum("getattr", "sandbox.py")  # 0 for tooltune's own templates (rendered unsandboxed)
-    audit, _ = cum("audit_mask", "chat.py")
+    audit, _ = cum("audit", "chat.py")  # Layout.audit: a chunk's masks at once
     out["profile"] = {
         "examples": prof_n, "seconds": round(total, 3),
         "jinja_renders_per_example": round(renders / max(1, prof_n), 2),
@@ -453,7 +454,7 @@ def tokenized_rows(recs: list[dict], chat) -> list[dict]:
     from pipeline.chat import encode_many
     from pipeline.packing import IGNORE
 
-    return [{"input_ids": ids, "labels": [t if m else IGNORE for t, m in zip(ids, mask)]}
+    return [{"input_ids": ids.tolist(), "labels": [t if m else IGNORE for t, m in zip(ids.tolist(), mask.tolist())]}
             for _, _, _, ids, mask in encode_many(chat, recs, audit=False)]
 
 
@@ -677,8 +678,8 @@ def config(quick: bool, repeats: int | None) -> dict:
                  train_configs=["baseline", "tooltune_packed"], train_distinct_configs=[],
                  eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
     else:
-        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=4096, count_loop_subset=400,
-                 profile_examples=100, train_batch=4, train_warmup=0, train_steps=2,
+        c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=8192, count_loop_subset=400,
+                 profile_examples=256, train_batch=4, train_warmup=0, train_steps=2,
                  train_configs=ALL_TRAIN + [DEFAULT_RECIPE], train_distinct_configs=["baseline", "tooltune_packed"],
                  eval_prompts=16, eval_new_tokens=32, eval_repeats=1)
     if repeats:

@@ -117,12 +117,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             where = chat_mod.where(r)
             n = len(ids)
             lengths.append(n)
-            trained_total += sum(mask)
+            trained_total += int(mask.sum())
             if n > recipe.max_seq_length:
-                cut_trained = sum(mask[recipe.max_seq_length:])
+                cut_trained = int(mask[recipe.max_seq_length:].sum())
                 over.append({"id": r["id"], "where": where, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
                              "cut_trained_tokens": cut_trained})
-            rows.append({"id": r["id"], "input_ids": ids, "mask": mask})
+            rows.append({"id": r["id"], "input_ids": ids.tolist(), "mask": mask.tolist()})
 
     # The len/4 trap: count each kind of text on its own and compare with chars/4.
     sample = train[: min(len(train), 2000)]

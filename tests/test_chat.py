@@ -169,9 +169,12 @@ def test_encode_many_equals_the_exact_per_example_way(chat):
          {"role": "assistant", "content": "I can only help with orders and refunds."}],
         [{"role": "system", "content": "A different system prompt."}, *MESSAGES[1:5]],
         MESSAGES[1:3],
+        # Non-ASCII text: token offsets summed from bytes must land on characters, not bytes.
+        [MESSAGES[0], {"role": "user", "content": "Où est ma commande ORD-123456 ? 注文はどこですか 🚚"},
+         {"role": "assistant", "content": "Elle arrive demain — 明日届きます 📦."}],
     ]
     records = []
-    for i in range(23):
+    for i in range(29):
         msgs = json.loads(json.dumps(variants[i % len(variants)]))
         if msgs[-1].get("tool_calls"):
             msgs[-1]["tool_calls"][0]["function"]["arguments"]["order_id"] = f"ORD-{100000 + i}"
@@ -184,9 +187,58 @@ def test_encode_many_equals_the_exact_per_example_way(chat):
         enc = c.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
         expected.append((full, spans, list(enc["input_ids"]), mask_from_offsets(enc["offset_mapping"], spans)))
     for workers in (1, 2):
-        got = [(full, spans, list(ids), mask) for _, full, spans, ids, mask in
+        got = [(full, spans, ids.tolist(), mask.tolist()) for _, full, spans, ids, mask in
                encode_many(c, records, chunk=5, workers=workers)]
         assert got == expected, (name, workers)
+
+
+BYTE_TEXTS = ["", "plain ASCII, 12345 and {\"json\": [1, 2]}\n", "café naïve e\u0301 — “quotes”", "注文はどこですか？",
+              "emoji 🚚📦 and 👩‍👩‍👧 joined", "tabs\t\tand\r\n\n\n  spaces   end ", "Привет, мир", "🚚"]
+
+
+def test_byte_level_offsets_equal_the_tokenizers_own(chat, monkeypatch):
+    """For byte-level BPE tokenizers the count stage sums token offsets from the bytes each token stands
+    for instead of asking the tokenizer: they must be the tokenizer's own offsets, on any text (a token
+    may hold part of a character). Tokenizers where that does not hold are recognized and left alone."""
+    import numpy as np
+
+    import pipeline.chat as chat_mod
+
+    name, c = chat
+    table, ascii_only = c.token_bytes()
+    assert (table is None) == (name == "mistral_7b_instruct_v0_3"), name  # SentencePiece-style: Metaspace
+    assert ascii_only == (name == "qwen2_5_instruct"), name  # Qwen normalizes to NFC: exact on ASCII only
+    if table is None:
+        return
+    bt = c.tokenizer.backend_tokenizer
+    texts = BYTE_TEXTS + [t + c.eot + t for t in BYTE_TEXTS]
+    for text in texts:
+        ids, bounds = chat_mod._flat([bt.encode(text, add_special_tokens=False).ids])
+        got = chat_mod.summed_offsets(table, ids, bounds, [text])
+        if got is None:  # refused: only where normalization may change non-ASCII text (never used there)
+            assert ascii_only and not text.isascii(), (name, text)
+            continue
+        assert np.array_equal(got, np.asarray(bt.encode(text, add_special_tokens=False).offsets).reshape(-1, 2)), (name, text)
+    # Many texts end to end, as the count stage asks: each one's offsets are its own.
+    if not ascii_only:
+        ids, bounds = chat_mod._flat([e.ids for e in bt.encode_batch(texts, add_special_tokens=False)])
+        got = chat_mod.summed_offsets(table, ids, bounds, texts)
+        for k, text in enumerate(texts):
+            want = np.asarray(bt.encode(text, add_special_tokens=False).offsets).reshape(-1, 2)
+            assert np.array_equal(got[bounds[k]:bounds[k + 1]], want), (name, text)
+    # The batched way takes this path on the count stage's texts (ASCII here) and gives the same offsets.
+    summed, real = [], chat_mod.summed_offsets
+    monkeypatch.setattr(chat_mod, "summed_offsets", lambda *a: summed.append(real(*a)) or summed[-1])
+    texts = [c.render(MESSAGES, TOOLS), c.render(MESSAGES[:3], TOOLS), BYTE_TEXTS[1]]
+    ids, offs, bounds = chat_mod._encode_tails(c, texts)
+    for k, text in enumerate(texts):
+        enc = bt.encode(text, add_special_tokens=False)
+        assert ids[bounds[k]:bounds[k + 1]].tolist() == enc.ids, name
+        assert np.array_equal(offs[bounds[k]:bounds[k + 1]], np.asarray(enc.offsets).reshape(-1, 2)), name
+    assert len(summed) == 1 and summed[0] is not None, name
+    # ids that do not add up to the text are refused, not trusted
+    ids, bounds = chat_mod._flat([bt.encode("hello world", add_special_tokens=False).ids])
+    assert chat_mod.summed_offsets(table, ids, bounds, ["hello world!"]) is None
 
 
 # --- the Hermes template's Python twin -------------------------------------------------------------
@@ -259,5 +311,5 @@ def test_encode_many_falls_back_to_the_template_when_the_twin_differs(smol_dir, 
     expected = [tokenize_with_mask(c, MESSAGES, TOOLS) for _ in records]
     real = HermesRenderer.__call__
     monkeypatch.setattr(HermesRenderer, "__call__", lambda self, m, t: (real(self, m, t)[0], [(0, 5)]))
-    got = [(full, spans, list(ids), mask) for _, full, spans, ids, mask in encode_many(c, records, workers=1)]
+    got = [(full, spans, ids.tolist(), mask.tolist()) for _, full, spans, ids, mask in encode_many(c, records, workers=1)]
     assert got == [(f, s, list(i), m) for f, s, i, m in expected]

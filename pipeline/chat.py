@@ -69,6 +69,7 @@ class Chat:
     _variables: dict | None = field(default=None, repr=False)
     _decoded: dict = field(default_factory=dict, repr=False)  # token id -> its text
     _token_bytes: tuple | None = field(default=None, repr=False)  # (table or None, ascii only?), once
+    _prefixes: dict = field(default_factory=dict, repr=False)  # shared prefix text -> its (ids, offsets) or None
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, tokenizer) -> "Chat":
@@ -521,11 +522,12 @@ def encode_many(chat: Chat, records: list[dict], chunk: int = 256, on_rendered=N
     Tokenizing: conversations of one agent begin with the same system prompt and tool schemas (76%
     of the tokens of the bundled data); within each chunk, records that share their tool list and
     system message are cut at the last special token of their common rendered prefix, that prefix is
-    tokenized once and the rest in one batched call. Text is cut only before a special token, which
-    the tokenizer splits out before anything else, and each group is checked: its first record
-    tokenized whole must give the same ids, or the group is tokenized whole. For byte-level BPE
-    tokenizers the batched call asks for ids only and the offsets are summed from each token's bytes
-    (`byte_offsets`, checked per chunk against the tokenizer's own).
+    tokenized once (per worker: `Chat` remembers it) and the rest in one batched call. Text is cut
+    only before a special token, which the tokenizer splits out before anything else, and each prefix
+    is checked the first time: one of its records tokenized whole must give the same ids, or its
+    records are tokenized whole. For byte-level BPE tokenizers the batched call asks for ids only and
+    the offsets are summed from each token's bytes (`summed_offsets`, checked per chunk against the
+    tokenizer's own).
     Masking and its audit run on a whole chunk at once (`Layout`). With more than one chunk, whole
     chunks (render, tokenize, mask, audit) run in forked worker processes, one per usable core.
     `on_rendered(n)` is called as chunks finish.
@@ -582,7 +584,7 @@ def _tokenize_chunk(chat: Chat, part: list[dict], rendered: list) -> "Layout":
     for k, r in enumerate(part):
         groups.setdefault(_group_key(r), []).append(k)
     cut = [""] * len(part)  # the shared prefix text each record is cut after ("" = tokenized whole)
-    shared: dict[str, tuple] = {}  # prefix text -> its (ids, offsets)
+    shared = chat._prefixes  # prefix text -> its (ids, offsets), or None where the tokenizer merges across the cut
     for members in groups.values():
         if len(members) < 2:
             continue
@@ -590,13 +592,16 @@ def _tokenize_chunk(chat: Chat, part: list[dict], rendered: list) -> "Layout":
         if n < 32:
             continue
         head = rendered[members[0]][0][:n]
-        if head not in shared:
+        if head not in shared:  # once per prefix (one agent's system prompt and tools), checked on one record
             enc = tok(head, add_special_tokens=False, return_offsets_mapping=True)
-            shared[head] = (np.asarray(enc["input_ids"], dtype=np.int64),
-                            np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
-        whole = tok(rendered[members[0]][0], add_special_tokens=False)["input_ids"]
-        rest = tok(rendered[members[0]][0][n:], add_special_tokens=False)["input_ids"]
-        if list(whole) != shared[head][0].tolist() + list(rest):
+            whole = tok(rendered[members[0]][0], add_special_tokens=False)["input_ids"]
+            rest = tok(rendered[members[0]][0][n:], add_special_tokens=False)["input_ids"]
+            if len(shared) >= 64:
+                shared.clear()
+            shared[head] = ((np.asarray(enc["input_ids"], dtype=np.int64),
+                             np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
+                            if list(whole) == list(enc["input_ids"]) + list(rest) else None)
+        if shared[head] is None:
             continue  # this tokenizer merges across the cut: tokenize these whole
         for k in members:
             cut[k] = head

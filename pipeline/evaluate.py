@@ -16,6 +16,7 @@ targets as pass/fail, failure examples) and predictions.jsonl (every turn, base 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -53,11 +54,33 @@ def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dic
                 for c in m.get("tool_calls") or []]
             items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
                           "after": "tool" if i and msgs[i - 1]["role"] == "tool" else "user",
-                          "reference": {"calls": calls, "text": m.get("content") or ""}})
+                          "reference": {"calls": calls, "text": m.get("content") or "", "message": m}})
     if max_turns is not None and len(items) > max_turns:
         step = len(items) / max_turns  # spread over the whole file, not its first conversations
         items = [items[int(k * step)] for k in range(max_turns)]
     return items
+
+
+def reference_tokens(chat: Chat, item: dict) -> int:
+    """Tokens of the reference reply as the template writes it after the prompt, end of turn included."""
+    prompt = chat.render_adapted(item["messages"], item["tools"], add_generation_prompt=True)
+    full = chat.render_adapted(item["messages"] + [item["reference"]["message"]], item["tools"])
+    if not full.startswith(prompt):  # a template that rewrites earlier turns: count the reply's own text
+        return len(chat.tokenizer(item["reference"]["text"] or json.dumps(item["reference"]["calls"]),
+                                  add_special_tokens=False)["input_ids"]) + 1
+    return len(chat.tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"])
+
+
+def reply_budget(chat: Chat, items: list[dict], configured: int) -> tuple[int, dict]:
+    """max_new_tokens for these turns, and what it was based on: the configured number, or (0) the
+    longest reference reply plus a quarter. A fixed number below some reference replies is kept, and
+    those turns are counted: they cannot be scored right."""
+    lengths = [reference_tokens(chat, it) for it in items]
+    longest = max(lengths, default=0)
+    budget = configured if configured > 0 else max(16, math.ceil(longest * 1.25))
+    cut = sum(1 for n in lengths if n > budget)
+    return budget, {"max_new_tokens": budget, "configured": configured, "longest_reference": longest,
+                    "references_longer_than_budget": cut}
 
 
 def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict], list[dict]]:
@@ -115,7 +138,7 @@ def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[d
     return m, failures, preds
 
 
-def generate(model, tok, chat: Chat, items: list[dict], recipe: Recipe, label: str) -> list[str]:
+def generate(model, tok, chat: Chat, items: list[dict], recipe: Recipe, label: str, max_new_tokens: int) -> list[str]:
     """Greedy replies (shared prompt prefix computed once), decoded up to the end-of-turn token.
 
     No bf16 autocast here even where training uses it: on these CPUs it made each decode step
@@ -123,7 +146,7 @@ def generate(model, tok, chat: Chat, items: list[dict], recipe: Recipe, label: s
     """
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
     eot_id = tok.convert_tokens_to_ids(chat.eot)
-    ids = greedy(model, tok, prompts, eot_id, recipe.eval.max_new_tokens, recipe.eval.batch_size, label=label)
+    ids = greedy(model, tok, prompts, eot_id, max_new_tokens, recipe.eval.batch_size, label=label)
     return [tok.decode([t for t in row if t not in (eot_id, tok.pad_token_id)], skip_special_tokens=False) for row in ids]
 
 
@@ -171,7 +194,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if not records:
         raise StageError("the eval split is empty: set data.eval or a larger data.eval_fraction.")
     items = eval_items(records, chat.fmt, recipe.eval.max_turns)
-    console.print(f"evaluate: {len(items)} assistant turns from {len(records)} held-out conversations, parser {chat.fmt}")
+    budget, budget_info = reply_budget(chat, items, recipe.eval.max_new_tokens)
+    console.print(f"evaluate: {len(items)} assistant turns from {len(records)} held-out conversations, parser {chat.fmt}, "
+                  f"replies up to {budget} tokens (longest reference {budget_info['longest_reference']})")
+    if budget_info["references_longer_than_budget"]:
+        console.print(f"[yellow]evaluate: {budget_info['references_longer_than_budget']} reference replies are longer "
+                      f"than eval.max_new_tokens={budget}: those turns cannot be scored right (0 sizes it to the data)[/]")
 
     rows = {}
     failures = {}
@@ -183,13 +211,14 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     for label, path in models:
         model = load_model(path, recipe)
         t0 = time.time()
-        outputs = generate(model, tok, chat, items, recipe, label)
+        outputs = generate(model, tok, chat, items, recipe, label, budget)
         timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
         rows[label], failures[label], p = score(items, outputs, chat.fmt)
         preds += [dict(model=label, **x) for x in p]
         del model
 
-    report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "targets": TARGETS,
+    report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "reply_budget": budget_info,
+              "targets": TARGETS,
               "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
               "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
               "failures": failures["tuned"][: recipe.eval.failures_shown]}
@@ -218,8 +247,14 @@ def markdown(recipe: Recipe, r: dict) -> str:
     t = r["tuned"]
     lines += ["", f"Turns with a reference call: {t['call_turns']} ({t['parallel_turns']} parallel); with a text "
               f"reply to the user (refusal or a question for a missing argument): {t['text_turns']}; with a text "
-              f"answer after a tool result: {t.get('result_turns', 0)}. Every turn: predictions.jsonl.", "",
-              "## Failures (tuned)", ""]
+              f"answer after a tool result: {t.get('result_turns', 0)}. Every turn: predictions.jsonl.", ""]
+    b = r.get("reply_budget")
+    if b:
+        lines += [f"Replies generated up to {b['max_new_tokens']} tokens ("
+                  + ("set by eval.max_new_tokens" if b["configured"] else "the longest reference reply plus a quarter")
+                  + f"; longest reference reply {b['longest_reference']}; reference replies longer than the limit, "
+                  f"which cannot be scored right: {b['references_longer_than_budget']}).", ""]
+    lines += ["## Failures (tuned)", ""]
     for f in r["failures"]:
         lines += [f"- `{f['id']}` turn {f['turn']} ({f['kind']}): expected `{json.dumps(f['expected'], ensure_ascii=False)}`",
                   f"  produced `{f['produced'][:300]}`" + (f" ({f['parse_error']})" if f["parse_error"] else "")]

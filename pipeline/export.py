@@ -193,7 +193,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         raise StageError(f"run the train stage first: {rel(adapter_in)} is missing (make train-stage).")
     inputs = [adapter_in / "adapter_model.safetensors", adapter_in / "adapter_config.json"]
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export",
-                                               "trust_remote_code", "eval.max_new_tokens"))
+                                               "trust_remote_code"))
     if up_to_date(out, fp) and any(out.glob("*.safetensors")):
         console.print(f"[dim]{STAGE}: adapter unchanged, nothing to do[/]")
         return out
@@ -208,7 +208,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     with atomic_dir(out) as tmp:
         check, _, _ = merge_checked(resolve(base_16bit(recipe), "model"), adapter_in, tmp, tok, prompts,
                                     tok.convert_tokens_to_ids(chat.eot), getattr(torch, recipe.export.dtype),
-                                    recipe.eval.max_new_tokens, recipe.eval.batch_size, recipe.trust_remote_code)
+                                    recipe.export.check_new_tokens, recipe.eval.batch_size, recipe.trust_remote_code)
         if check["problem"]:
             raise StageError(f"{check['problem']} The export was not written; report this with the recipe.")
         tok.chat_template = chat.template

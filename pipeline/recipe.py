@@ -124,8 +124,9 @@ class EvalConfig:
     """Score at most this many assistant turns of the eval split (None: all)."""
     batch_size: int = 8
     """Prompts generated together."""
-    max_new_tokens: int = 96
-    """Longest generated reply."""
+    max_new_tokens: int = 0
+    """Longest generated reply, in tokens. 0: the longest reference reply among the scored turns plus a
+    quarter, so that no right answer is cut off (a cut-off call does not parse and scores as wrong)."""
     failures_shown: int = 10
     """Failure examples written into report.md."""
     base: bool = True
@@ -138,6 +139,8 @@ class ExportConfig:
     """Precision of the merged weights: bfloat16 or float16 (16-bit, what vLLM serves)."""
     check_prompts: int = 20
     """Eval prompts on which the reloaded merged model must generate what the adapter model does."""
+    check_new_tokens: int = 48
+    """Tokens generated per check prompt (the logits of every one are compared too)."""
 
 
 @dataclass
@@ -335,7 +338,7 @@ def check(r: Recipe) -> list[str]:
         "lora.r": r.lora.r, "lora.alpha": r.lora.alpha, "train.batch_size": r.train.batch_size,
         "train.grad_accum": r.train.grad_accum, "max_seq_length": r.max_seq_length,
         "train.save_steps": r.train.save_steps, "train.logging_steps": r.train.logging_steps,
-        "eval.batch_size": r.eval.batch_size, "eval.max_new_tokens": r.eval.max_new_tokens,
+        "eval.batch_size": r.eval.batch_size, "export.check_new_tokens": r.export.check_new_tokens,
         "data.eval_max": r.data.eval_max, "data.max_train": r.data.max_train,
         "train.max_pack_tokens": r.train.max_pack_tokens,
     }
@@ -348,6 +351,9 @@ def check(r: Recipe) -> list[str]:
         p.append("`train.epochs` is not positive and `train.max_steps` is not set: set one of them.")
     if r.train.neftune_alpha is not None and r.train.neftune_alpha <= 0:
         p.append(f"`train.neftune_alpha` is {r.train.neftune_alpha}; it must be positive (or null for off).")
+    if r.eval.max_new_tokens < 0:
+        p.append(f"`eval.max_new_tokens` is {r.eval.max_new_tokens}; it must be at least 1, or 0 to fit the longest "
+                 "reference reply.")
     if r.lora.top_layers is not None and r.lora.top_layers < 1:
         p.append(f"`lora.top_layers` is {r.lora.top_layers}; it must be at least 1 (or null for every layer).")
     if not 0 <= r.lora.dropout < 1:

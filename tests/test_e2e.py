@@ -12,7 +12,8 @@ from pipeline import count, evaluate, export, load, train, validate
 def tiny_args(model_dir) -> list[str]:
     return [f"model={model_dir}", "cpu_bf16=false", "data.max_train=12", "data.eval_max=3", "train.max_steps=2",
             "train.batch_size=4", "train.save_steps=1", "train.logging_steps=1", "eval.max_turns=4",
-            "eval.batch_size=4", "eval.max_new_tokens=8", "export.check_prompts=3", "export.dtype=float16"]
+            "eval.batch_size=4", "eval.max_new_tokens=8", "export.check_new_tokens=8", "export.check_prompts=3",
+            "export.dtype=float16"]
 
 
 def stage(module, argv):
@@ -48,6 +49,8 @@ def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
         for k in ("tool_selection", "arguments", "refusal", "schema_valid", "parse_failures"):
             assert k in e[row]
     assert e["tuned"]["turns"] == 4
+    assert e["reply_budget"]["max_new_tokens"] == 8 and e["reply_budget"]["configured"] == 8
+    assert e["reply_budget"]["references_longer_than_budget"] >= 1  # 8 tokens cut every call short: it says so
     side = json.loads((run / "merged/stage.json").read_text())
     check = side["figures"]["merge_check"]
     assert check["prompts"] == 3 and not check["mismatches"]
@@ -90,3 +93,30 @@ def test_lora_top_layers_adapts_only_the_top_blocks(tiny_model_dir):
     full, _ = load_base(load_recipe("smollm2-135m-tools", [f"model={tiny_model_dir}", "cpu_bf16=false"]), "cpu")
     assert sum(p.numel() for p in full.parameters() if p.requires_grad) == 2 * sum(
         p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir):
+    """eval.max_new_tokens=0 sizes generation to the data: a call cut off at a fixed limit does not parse
+    and scores as a wrong tool, whatever the model chose (the old fixed 80 cut the bundled data's
+    parallel calls: up to ~150 tokens)."""
+    from pipeline.bench import DATA, dataset_tools, records
+    from pipeline.chat import TEMPLATES, Chat, detect_format
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    template = (TEMPLATES / "hermes.jinja").read_text()
+    chat = Chat(tok, template, detect_format(template))
+    items = evaluate.eval_items(records(DATA / "eval.jsonl", dataset_tools())[:60], chat.fmt, None)
+    lengths = [evaluate.reference_tokens(chat, it) for it in items]
+    budget, info = evaluate.reply_budget(chat, items, 0)
+    assert budget >= max(lengths) * 1.25 and info["references_longer_than_budget"] == 0
+    assert info["longest_reference"] == max(lengths) > 80
+    # The reply counted is exactly what the template appends to the prompt: the call and the end of turn.
+    parallel = next(it for it in items if len(it["reference"]["calls"]) == 2)
+    n = evaluate.reference_tokens(chat, parallel)
+    prompt = chat.render_adapted(parallel["messages"], parallel["tools"], add_generation_prompt=True)
+    full = chat.render_adapted(parallel["messages"] + [parallel["reference"]["message"]], parallel["tools"])
+    assert n == len(tok(full, add_special_tokens=False)["input_ids"]) - len(tok(prompt, add_special_tokens=False)["input_ids"])
+    fixed, info = evaluate.reply_budget(chat, items, 80)
+    assert fixed == 80 and info["references_longer_than_budget"] == sum(1 for x in lengths if x > 80) > 0

@@ -31,8 +31,8 @@ def tiny_args(model_dir) -> list[str]:
     """12 conversations, batch 2, 6 steps (one epoch), a checkpoint every 2 steps; tiny eval/export."""
     return [f"model={model_dir}", "cpu_bf16=false", "data.max_train=12", "data.eval_max=2",
             f"train.max_steps={STEPS}", "train.save_steps=2", "train.batch_size=2", "train.logging_steps=1",
-            "eval.max_turns=2", "eval.batch_size=2", "eval.max_new_tokens=6", "export.check_prompts=2",
-            "export.dtype=float16"]
+            "eval.max_turns=2", "eval.batch_size=2", "eval.max_new_tokens=6", "export.check_new_tokens=6",
+            "export.check_prompts=2", "export.dtype=float16"]
 
 
 def stage(module, run: str, args: list[str]) -> None:
@@ -270,7 +270,7 @@ def test_merge_check_in_16_bit_compute_allows_for_its_own_noise(chain, tiny_mode
     shutil.copytree(chain, run)
     shutil.rmtree(run / "merged")
     monkeypatch.setattr(export, "check_dtype", lambda model, dtype, on_gpu: dtype)
-    stage(export, "B", tiny_args(tiny_model_dir) + ["export.dtype=bfloat16", "eval.max_new_tokens=32",
+    stage(export, "B", tiny_args(tiny_model_dir) + ["export.dtype=bfloat16", "export.check_new_tokens=32",
                                                      "export.check_prompts=8"])
     check = json.loads((run / "merged" / "stage.json").read_text())["figures"]["merge_check"]
     assert check["check_dtype"] == "bfloat16" and check["prompts"] >= 4 and not check["mismatches"]

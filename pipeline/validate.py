@@ -23,6 +23,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing.exceptions import Unresolvable
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
@@ -87,6 +88,10 @@ def normalize_tools(tools) -> tuple[list[dict] | None, list[dict]]:
         fn = t.get("function", t) if isinstance(t, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             errors.append(problem("tools_invalid", f"tools[{k}] has no function name"))
+            continue
+        if fn.get("description") is not None and not isinstance(fn["description"], str):
+            errors.append(problem("tools_invalid", f"tools[{k}] ({fn['name']}): description is "
+                                                   f"{type(fn['description']).__name__}, not a string"))
             continue
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(params, dict):
@@ -179,7 +184,7 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
             errors.append(problem("message_not_object", f"{where} is {type(m).__name__}"))
             continue
         role = m.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             errors.append(problem("role_unknown", f"{where}: role {role!r}"))
             continue
         content = m.get("content")
@@ -239,7 +244,14 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
                     errors.append(problem("tool_undeclared", f"{cw} calls {name!r}; declared ({source}): {known}"))
                 else:
                     v = schemas.validator(by_name[name]["parameters"])
-                    for err in sorted(v.iter_errors(args), key=lambda e: list(e.path))[:5]:
+                    try:
+                        found = sorted(v.iter_errors(args), key=lambda e: list(e.path))[:5]
+                    except (Unresolvable, RecursionError) as e:  # a "$ref" it does not define, or one to itself
+                        why = "it refers to itself without end" if isinstance(e, RecursionError) else str(e)[:200]
+                        errors.append(problem("tools_invalid", f"{cw} ({name}): the tool's parameters schema cannot be "
+                                                               f"applied: {why}"))
+                        found = []
+                    for err in found:
                         path = ".".join(str(p) for p in err.path) or "(arguments)"
                         errors.append(problem("arguments_schema", f"{cw} ({name}) {path}: {err.message[:200]}"))
                 call_id = c.get("id") if isinstance(c, dict) else None
@@ -274,7 +286,9 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
                 errors.append(problem("tool_call_id_unknown", f"{where}: tool_call_id {call_id!r} is not an open call"))
                 continue
             name = pending.pop(call_id)
-            out_msgs.append({"role": "tool", "tool_call_id": call_id, "name": m.get("name") or name, "content": content})
+            given = m.get("name")
+            out_msgs.append({"role": "tool", "tool_call_id": call_id, "name": given if isinstance(given, str) and given else name,
+                             "content": content})
         last_role = role
     if out_msgs and out_msgs[-1]["role"] != "assistant":
         errors.append(problem("ends_without_assistant", f"last message is {out_msgs[-1]['role']!r}"))

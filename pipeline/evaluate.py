@@ -16,7 +16,6 @@ targets as pass/fail, failure examples) and predictions.jsonl (every turn, base 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,6 +33,7 @@ from pipeline.recipe import Recipe
 STAGE = "evaluate"
 # The seed article's targets for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
+SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
@@ -73,11 +73,13 @@ def reference_tokens(chat: Chat, item: dict) -> int:
 
 def reply_budget(chat: Chat, items: list[dict], configured: int) -> tuple[int, dict]:
     """max_new_tokens for these turns, and what it was based on: the configured number, or (0) the
-    longest reference reply plus a quarter. A fixed number below some reference replies is kept, and
+    longest reference reply plus SLACK tokens (a right reply may be written a little differently, a
+    number as 256.250). Every token over that costs a decode step for the whole batch whenever one
+    reply runs on, as the base model's do. A fixed number below some reference replies is kept, and
     those turns are counted: they cannot be scored right."""
     lengths = [reference_tokens(chat, it) for it in items]
     longest = max(lengths, default=0)
-    budget = configured if configured > 0 else max(16, math.ceil(longest * 1.25))
+    budget = configured if configured > 0 else longest + SLACK
     cut = sum(1 for n in lengths if n > budget)
     return budget, {"max_new_tokens": budget, "configured": configured, "longest_reference": longest,
                     "references_longer_than_budget": cut}
@@ -251,7 +253,7 @@ def markdown(recipe: Recipe, r: dict) -> str:
     b = r.get("reply_budget")
     if b:
         lines += [f"Replies generated up to {b['max_new_tokens']} tokens ("
-                  + ("set by eval.max_new_tokens" if b["configured"] else "the longest reference reply plus a quarter")
+                  + ("set by eval.max_new_tokens" if b["configured"] else f"the longest reference reply plus {SLACK}")
                   + f"; longest reference reply {b['longest_reference']}; reference replies longer than the limit, "
                   f"which cannot be scored right: {b['references_longer_than_budget']}).", ""]
     lines += ["## Failures (tuned)", ""]

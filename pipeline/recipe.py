@@ -125,8 +125,8 @@ class EvalConfig:
     batch_size: int = 8
     """Prompts generated together."""
     max_new_tokens: int = 0
-    """Longest generated reply, in tokens. 0: the longest reference reply among the scored turns plus a
-    quarter, so that no right answer is cut off (a cut-off call does not parse and scores as wrong)."""
+    """Longest generated reply, in tokens. 0: the longest reference reply among the scored turns plus 8,
+    so that no right answer is cut off (a cut-off call does not parse and scores as wrong)."""
     failures_shown: int = 10
     """Failure examples written into report.md."""
     base: bool = True

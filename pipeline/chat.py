@@ -68,7 +68,6 @@ class Chat:
     fmt: str
     _variables: dict | None = field(default=None, repr=False)
     _decoded: dict = field(default_factory=dict, repr=False)  # token id -> its text
-    _token_bytes: tuple | None = field(default=None, repr=False)  # (table or None, ascii only?), once
     _prefixes: dict = field(default_factory=dict, repr=False)  # shared prefix text -> its (ids, offsets) or None
 
     @classmethod
@@ -87,12 +86,11 @@ class Chat:
             self._decoded[token_id] = self.tokenizer.decode([token_id])
         return self._decoded[token_id]
 
-    def token_bytes(self):
+    @functools.cached_property
+    def token_bytes(self) -> tuple:
         """(bytes per token id, ascii_only) where token offsets follow from the ids alone, else (None, _).
         See `byte_level_lengths`."""
-        if self._token_bytes is None:
-            self._token_bytes = byte_level_lengths(self.tokenizer)
-        return self._token_bytes
+        return byte_level_lengths(self.tokenizer)
 
     def fast_spans(self):
         """A renderer that returns (text, assistant spans) in one pass, where one exists for this template."""
@@ -335,23 +333,12 @@ def _spans(chat: Chat, msgs: list[dict], tools: list[dict] | None, full: str,
     return spans
 
 
-def mask_from_offsets(offsets, spans: list[tuple[int, int]], first: int = 0) -> list[int]:
-    """1 for each token that overlaps an assistant span; tokens before index `first` are known to be 0."""
-    return _mask_array(offsets, spans, first).tolist()
-
-
-def _mask_array(offsets, spans: list[tuple[int, int]], first: int = 0):
+def mask_from_offsets(offsets, spans: list[tuple[int, int]]) -> list[int]:
+    """1 for each token that overlaps an assistant span (`Layout.mask` for one conversation)."""
     import numpy as np
 
     offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    mask = np.zeros(len(offs), dtype=np.int8)
-    if spans and len(offs) > first:
-        sp = np.asarray(spans, dtype=np.int64)
-        s, e = offs[first:, 0], offs[first:, 1]
-        j = np.searchsorted(sp[:, 1], s, side="right")  # the first span that ends after the token starts
-        ok = j < len(sp)
-        mask[first:][ok] = e[ok] > sp[j[ok], 0]
-    return mask
+    return Layout([""], [spans], None, offs, np.array([0, len(offs)])).mask().tolist()  # one text: no shift
 
 
 def tokenize_with_mask(chat: Chat, messages: list[dict], tools: list[dict] | None):
@@ -540,7 +527,7 @@ def encode_many(chat: Chat, records: list[dict], chunk: int = 256, on_rendered=N
         import multiprocessing
 
         chat.render_adapted([{"role": "user", "content": "x"}], None)  # fill the caches the workers inherit
-        chat.token_bytes()
+        chat.token_bytes  # computed here once, so that the forked workers inherit it
         _WORKER = (chat, records)
         # One tokenizer thread per worker process: the workers are the parallelism.
         before = os.environ.get("TOKENIZERS_PARALLELISM")
@@ -633,7 +620,7 @@ def _encode_tails(chat: Chat, texts: list[str]):
     import numpy as np
 
     bt = chat.tokenizer.backend_tokenizer
-    table, ascii_only = chat.token_bytes()
+    table, ascii_only = chat.token_bytes
     if table is not None and texts and (not ascii_only or all(t.isascii() for t in texts)):
         ids, bounds = _flat([e.ids for e in bt.encode_batch_fast(texts, add_special_tokens=False)])
         offs = summed_offsets(table, ids, bounds, texts)

@@ -205,7 +205,7 @@ def test_byte_level_offsets_equal_the_tokenizers_own(chat, monkeypatch):
     import pipeline.chat as chat_mod
 
     name, c = chat
-    table, ascii_only = c.token_bytes()
+    table, ascii_only = c.token_bytes
     assert (table is None) == (name == "mistral_7b_instruct_v0_3"), name  # SentencePiece-style: Metaspace
     assert ascii_only == (name == "qwen2_5_instruct"), name  # Qwen normalizes to NFC: exact on ASCII only
     if table is None:

@@ -140,13 +140,12 @@ def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[d
     return m, failures, preds
 
 
-def generate(model, tok, chat: Chat, items: list[dict], recipe: Recipe, label: str, max_new_tokens: int) -> list[str]:
+def generate(model, tok, chat: Chat, prompts: list[str], recipe: Recipe, label: str, max_new_tokens: int) -> list[str]:
     """Greedy replies (shared prompt prefix computed once), decoded up to the end-of-turn token.
 
     No bf16 autocast here even where training uses it: on these CPUs it made each decode step
     about 2x slower (the KV cache is cast every step), and fp32 keeps greedy decoding reproducible.
     """
-    prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
     eot_id = tok.convert_tokens_to_ids(chat.eot)
     ids = greedy(model, tok, prompts, eot_id, max_new_tokens, recipe.eval.batch_size, label=label)
     return [tok.decode([t for t in row if t not in (eot_id, tok.pad_token_id)], skip_special_tokens=False) for row in ids]
@@ -196,6 +195,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if not records:
         raise StageError("the eval split is empty: set data.eval or a larger data.eval_fraction.")
     items = eval_items(records, chat.fmt, recipe.eval.max_turns)
+    prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]  # the same for both models
     budget, budget_info = reply_budget(chat, items, recipe.eval.max_new_tokens)
     console.print(f"evaluate: {len(items)} assistant turns from {len(records)} held-out conversations, parser {chat.fmt}, "
                   f"replies up to {budget} tokens (longest reference {budget_info['longest_reference']})")
@@ -213,7 +213,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     for label, path in models:
         model = load_model(path, recipe)
         t0 = time.time()
-        outputs = generate(model, tok, chat, items, recipe, label, budget)
+        outputs = generate(model, tok, chat, prompts, recipe, label, budget)
         timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
         rows[label], failures[label], p = score(items, outputs, chat.fmt)
         preds += [dict(model=label, **x) for x in p]

@@ -17,7 +17,7 @@ COMMON := pipeline/common.py pipeline/recipe.py recipes/$(RECIPE).yaml
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test validate count load sft export eval plan bench gpu-check import venv clean distclean preflight status FORCE
+.PHONY: help train test validate count load sft export eval plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -74,6 +74,9 @@ bench: $(VENV) ## speed and memory as ratios against baselines measured in the s
 
 gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); skips without a GPU
 	@if [ -f scripts/gpu_check.py ]; then $(PY) scripts/gpu_check.py; else echo "no GPU check yet"; fi
+
+gpu-rehearsal: $(VENV) ## full-size 8B rehearsal on a GPU: unsloth vs hf vs plain TRL, plan vs measured VRAM, the 8B merge
+	@$(PY) scripts/gpu_rehearsal.py $(ARGS)
 
 import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl IN=file OUT=file.jsonl to the canonical format
 	$(PY) -m pipeline.formats $(FORMAT) $(IN) $(OUT)

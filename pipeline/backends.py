@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from dataclasses import asdict, dataclass
 
 from pipeline.common import StageError, console
 from pipeline.models import resolve
@@ -69,6 +70,61 @@ def resolve_backend(recipe: Recipe) -> tuple[str, str]:
     return b, "chosen by the recipe"
 
 
+def gpu_backend(recipe: Recipe) -> str:
+    """The backend this recipe trains with on an NVIDIA GPU with the GPU extras installed: what
+    `make plan` plans for, wherever it runs."""
+    return "unsloth" if recipe.backend == "auto" else recipe.backend
+
+
+def prepare_backend(backend: str) -> None:
+    """Import Unsloth before transformers, TRL and PEFT when it trains: it patches only what is
+    imported after it. A no-op for the other backends."""
+    if backend == "unsloth":
+        os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+        import unsloth  # noqa: F401
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What training does with a recipe on a backend. `make plan` and the load and train stages all
+    take it from `training_settings`, so the memory plan describes the run that happens."""
+
+    backend: str
+    batch: int
+    grad_accum: int
+    seq: int
+    bits: int  # the frozen base: 4 (NF4), 16 or 32
+    optim_bits: int  # Adam's states: 8 (bitsandbytes) or 32
+    grad_ckpt: bool  # recompute each layer in the backward pass
+    ckpt_offload: bool  # Unsloth's checkpointing keeps the layer inputs in CPU RAM, not on the GPU
+    packing: str  # shared_prefix | none
+    chunked_loss: bool  # the LM head and loss run a slice of the logits at a time (Unsloth, TRL on a GPU)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def training_settings(recipe: Recipe, backend: str) -> TrainSettings:
+    ckpt = recipe.train.gradient_checkpointing
+    packing = recipe.train.packing
+    if packing == "shared_prefix" and backend == "unsloth":
+        packing = "none"  # Unsloth's attention kernels take no custom block mask
+    if recipe.load_in_4bit:
+        bits = 4
+    else:
+        bits = 32 if recipe.dtype == "float32" or (backend == "cpu" and recipe.dtype == "auto") else 16
+    return TrainSettings(
+        backend=backend, batch=recipe.train.batch_size, grad_accum=recipe.train.grad_accum, seq=recipe.max_seq_length,
+        bits=bits, optim_bits=8 if "8bit" in recipe.train.optim and backend != "cpu" else 32,
+        grad_ckpt=ckpt, ckpt_offload=ckpt and backend == "unsloth", packing=packing,
+        chunked_loss=backend in ("unsloth", "hf"))
+
+
+def optimizer_name(recipe: Recipe, settings: TrainSettings) -> str:
+    """bitsandbytes' 8-bit Adam needs CUDA: on a CPU the same recipe runs 32-bit AdamW."""
+    return recipe.train.optim if settings.optim_bits == 8 or "8bit" not in recipe.train.optim else "adamw_torch"
+
+
 def compute_dtype(recipe: Recipe, backend: str):
     import torch
 
@@ -99,15 +155,23 @@ def _warn_remote_code(recipe: Recipe) -> None:
         console.print(f"[bold yellow]warning:[/] trust_remote_code is on: Python files shipped with {recipe.model} will run.")
 
 
+def unsloth_peft_kwargs(recipe: Recipe, settings: TrainSettings, n_layers: int | None) -> dict:
+    """FastLanguageModel.get_peft_model's arguments: "unsloth" checkpointing offloads to CPU RAM."""
+    return dict(**lora_config_kwargs(recipe, n_layers),
+                use_gradient_checkpointing="unsloth" if settings.grad_ckpt else False,
+                random_state=recipe.seed, max_seq_length=recipe.max_seq_length)
+
+
 def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainable: bool = True):
     """(model, tokenizer) with LoRA attached when `trainable`; `path` overrides the recipe's model."""
     import torch
 
     where = path or resolve(recipe.model, "model")
     dtype = compute_dtype(recipe, backend)
+    settings = training_settings(recipe, backend)
     _warn_remote_code(recipe)
     if backend == "unsloth":
-        os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+        prepare_backend(backend)
         from unsloth import FastLanguageModel  # noqa: lazy on purpose: it patches transformers
 
         model, tok = FastLanguageModel.from_pretrained(
@@ -115,11 +179,7 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
             load_in_4bit=recipe.load_in_4bit, trust_remote_code=recipe.trust_remote_code,
         )
         if trainable:
-            model = FastLanguageModel.get_peft_model(
-                model, **lora_config_kwargs(recipe, n_layers_of(model)),
-                use_gradient_checkpointing="unsloth" if recipe.train.gradient_checkpointing else False,
-                random_state=recipe.seed, max_seq_length=recipe.max_seq_length,
-            )
+            model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(recipe, settings, n_layers_of(model)))
         return model, tok
 
     from transformers import AutoModelForCausalLM
@@ -145,8 +205,8 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if recipe.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
-    elif recipe.train.gradient_checkpointing:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.grad_ckpt)
+    elif settings.grad_ckpt:
         model.enable_input_require_grads()
     torch.manual_seed(recipe.seed)
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora_config_kwargs(recipe, n_layers_of(model))))

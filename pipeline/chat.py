@@ -30,7 +30,7 @@ FORMATS = ("hermes", "llama3_json", "mistral")
 def template_text(recipe: Recipe, tokenizer) -> str:
     """The exact Jinja text this run renders with (and exports byte for byte)."""
     if recipe.chat_template == "hermes":
-        return (TEMPLATES / "hermes.jinja").read_text()
+        return hermes_for(tokenizer)
     if recipe.chat_template:
         return resolve_path(recipe.chat_template).read_text()
     tpl = tokenizer.chat_template
@@ -55,8 +55,26 @@ def detect_format(template: str, configured: str = "auto") -> str:
     raise StageError("cannot tell the template's tool-call format; set `tool_format` (hermes | llama3_json | mistral).")
 
 
-def end_of_turn(fmt: str, tokenizer) -> str:
-    return {"hermes": "<|im_end|>", "llama3_json": "<|eot_id|>"}.get(fmt, tokenizer.eos_token)
+def is_one_token(tokenizer, text: str) -> bool:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return len(ids) == 1
+
+
+def hermes_for(tokenizer) -> str:
+    """tooltune's Hermes template for this tokenizer. Its turns end with ChatML's <|im_end|>, which
+    a model must be able to write as one token for generation to stop there. Tokenizers without it
+    (Llama 2, Phi-3.5) end each turn with their own end-of-sequence token instead, which every
+    server already stops at; <|im_start|> then stays plain text."""
+    text = (TEMPLATES / "hermes.jinja").read_text()
+    if is_one_token(tokenizer, "<|im_end|>") or not tokenizer.eos_token:
+        return text
+    return text.replace("'<|im_end|>\\n'", "eos_token + '\\n'")
+
+
+def end_of_turn(fmt: str, tokenizer, template: str = "") -> str:
+    if fmt == "hermes" and "<|im_end|>" in template:
+        return "<|im_end|>"
+    return {"llama3_json": "<|eot_id|>"}.get(fmt, tokenizer.eos_token)
 
 
 @dataclass
@@ -78,7 +96,7 @@ class Chat:
 
     @functools.cached_property
     def eot(self) -> str:
-        return end_of_turn(self.fmt, self.tokenizer)
+        return end_of_turn(self.fmt, self.tokenizer, self.template)
 
     def decoded(self, token_id: int) -> str:
         """One token's text, remembered."""

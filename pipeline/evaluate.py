@@ -28,6 +28,7 @@ from pipeline.common import (StageError, console, fingerprint, rel, stage_main, 
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.generation import greedy
 from pipeline.models import load_tokenizer, resolve
+from pipeline.export import base_16bit
 from pipeline.recipe import Recipe
 
 STAGE = "evaluate"
@@ -151,24 +152,27 @@ def generate(model, tok, chat: Chat, prompts: list[str], recipe: Recipe, label: 
     return [tok.decode([t for t in row if t not in (eot_id, tok.pad_token_id)], skip_special_tokens=False) for row in ids]
 
 
-def load_model(path: str, recipe: Recipe):
+def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
+    """How the eval loads both models: in 16 bits, as vLLM serves them (bf16 on a GPU, fp32 on a CPU
+    for reproducible greedy decoding), never quantized, whatever the recipe trained with. The tuned model
+    is the merged export, the base its 16-bit checkpoint (`export.base_16bit`, already downloaded for the merge)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from pipeline.backends import cuda_available
-
-    on_gpu = cuda_available()
     kwargs = dict(dtype=torch.bfloat16 if on_gpu else torch.float32, use_safetensors=True,
                   trust_remote_code=recipe.trust_remote_code)
     if on_gpu:
         kwargs["device_map"] = {"": 0}
-    if recipe.load_in_4bit and on_gpu and path != "merged":
-        from transformers import BitsAndBytesConfig
+    return kwargs
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+def load_model(path: str, recipe: Recipe, name: str):
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.backends import cuda_available
+    from pipeline.export import check_16bit
+
+    check_16bit(path, name)
+    model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(recipe, cuda_available()))
     model.eval()
     return model
 
@@ -207,19 +211,24 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     failures = {}
     timing = {}
     preds = []
-    models = [("tuned", str(merged))]
+    models = [("tuned", str(merged), rel(merged))]
     if recipe.eval.base:
-        models.insert(0, ("base", resolve(recipe.model, "model")))
-    for label, path in models:
-        model = load_model(path, recipe)
+        models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
+    loaded = {}
+    for label, path, name in models:
+        model = load_model(path, recipe, str(name))
+        loaded[label] = {"model": str(name), "dtype": str(model.dtype).replace("torch.", ""),
+                         "quantized": getattr(model, "hf_quantizer", None) is not None}
         t0 = time.time()
         outputs = generate(model, tok, chat, prompts, recipe, label, budget)
         timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
         rows[label], failures[label], p = score(items, outputs, chat.fmt)
         preds += [dict(model=label, **x) for x in p]
         del model
+        free_gpu_memory()
 
     report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "reply_budget": budget_info,
+              "models": loaded,
               "targets": TARGETS,
               "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
               "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
@@ -232,6 +241,19 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     return out / "report.json"
 
 
+def free_gpu_memory() -> None:
+    """Give the last model's memory back before the next loads (two 16 GB models do not share a 24 GB card)."""
+    import gc
+
+    gc.collect()
+    from pipeline.backends import cuda_available
+
+    if cuda_available():
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def fmt_pct(v) -> str:
     return "-" if v is None else f"{v:.1%}"
 
@@ -239,7 +261,8 @@ def fmt_pct(v) -> str:
 def markdown(recipe: Recipe, r: dict) -> str:
     lines = [f"# Evaluation: {recipe.name}", "",
              f"{r['turns']} assistant turns from {r['conversations']} held-out conversations; parser `{r['tool_format']}`; "
-             "tuned = the merged 16-bit export.", "",
+             "tuned = the merged 16-bit export" + (f"; base = `{r['models']['base']['model']}` in 16 bits" if r.get("models", {}).get("base") else "")
+             + ", both decoded greedily.", "",
              "| metric | base | tuned | target | pass |", "|---|---|---|---|---|"]
     for k in METRICS:
         target = TARGETS.get(k)

@@ -35,13 +35,56 @@ STAGE = "export"
 NEAR_TIE = 0.25
 
 
+# Unsloth publishes each model three times: "<name>" (16-bit), "<name>-bnb-4bit" (bitsandbytes NF4)
+# and "<name>-unsloth-bnb-4bit" (its dynamic 4-bit, some layers left in 16 bits). Both 4-bit ids
+# come from "<name>"; the longer suffix is tried first, or "-unsloth" would be left on the name.
+QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
+
+
+def sixteen_bit_id(model: str) -> str:
+    """The 16-bit checkpoint a pre-quantized hub id was made from (other ids are returned as they are)."""
+    for suffix in QUANT_SUFFIXES:
+        if model.endswith(suffix):
+            return model[: -len(suffix)]
+    return model
+
+
 def base_16bit(recipe: Recipe) -> str:
-    """The 16-bit checkpoint to merge into: pre-quantized '-bnb-4bit' ids name their 16-bit twin."""
-    name = recipe.model
-    for suffix in ("-bnb-4bit", "-unsloth-bnb-4bit"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    """The 16-bit checkpoint to merge into (and to score as the base): `export.base`, else the
+    recipe's model with a pre-quantized suffix mapped to its 16-bit twin."""
+    return recipe.export.base or sixteen_bit_id(recipe.model)
+
+
+def check_16bit(where: str, name: str) -> None:
+    """A merge needs 16-bit weights: refuse a local checkpoint that is itself quantized."""
+    cfg = Path(where) / "config.json"
+    try:
+        quant = json.loads(cfg.read_text()).get("quantization_config") if cfg.is_file() else None
+    except (OSError, ValueError):
+        quant = None
+    if quant:
+        raise StageError(f"{name} is a quantized checkpoint ({quant.get('quant_method', 'quantized')}): the adapter must be "
+                         "merged into 16-bit weights. Set `export.base` to the 16-bit model it was made from, e.g. "
+                         "ARGS=\"export.base=/path/to/16bit-model\".")
+
+
+def decoding_defaults(gen) -> dict:
+    """What a server samples with when a request sets nothing, as the generation config says."""
+    keys = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+    return {k: getattr(gen, k) for k in keys if getattr(gen, k, None) is not None}
+
+
+def decoding_note(gen) -> str:
+    """The model card's sentence on decoding, written from the saved generation config itself."""
+    d = decoding_defaults(gen)
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    if d.get("do_sample"):
+        how = ("samples with " + ", ".join(f"{k}={v}" for k, v in d.items() if k != "do_sample")
+               + " (the base model's defaults, kept)")
+    else:
+        how = "decodes greedily"
+    return (f"`generation_config.json` {how} when a request sets nothing, and stops at token ids {eos} "
+            f"(the end of turn first). The evaluation decoded greedily: send `temperature: 0` to reproduce it.")
 
 
 def eval_prompts(run_dir: Path, chat: Chat, n: int) -> list[str]:
@@ -57,7 +100,7 @@ def eval_prompts(run_dir: Path, chat: Chat, n: int) -> list[str]:
     return prompts
 
 
-def model_card(recipe: Recipe, chat: Chat, run_dir: Path, check: dict) -> str:
+def model_card(recipe: Recipe, chat: Chat, run_dir: Path, check: dict, decoding: str) -> str:
     report = run_dir / "eval" / "report.md"
     table = "Run `make eval` to add the evaluation table."
     if report.is_file():
@@ -71,6 +114,7 @@ Fine-tuned with [tooltune](https://github.com/) recipe `{recipe.name}`: {recipe.
 - LoRA: r={recipe.lora_r}, alpha={recipe.lora_alpha}, rsLoRA={recipe.lora.use_rslora}, targets {', '.join(recipe.lora.target_modules)}{f" (top {recipe.lora.top_layers} blocks)" if recipe.lora.top_layers else ""}
 - Chat template: `chat_template.jinja` (exactly the one used in training); tool-call format `{chat.fmt}`
 - Merge check: {check['identical']}/{check['prompts']} greedy generations identical to the adapter model ({len(check['near_ties'])} part at a near-tie, {len(check['mismatches'])} mismatches)
+- Decoding: {decoding}
 
 ## Serve
 
@@ -129,6 +173,20 @@ def check_dtype(model, export_dtype, on_gpu: bool):
     return torch.float32 if torch.cuda.mem_get_info()[0] > extra + 2 * 2**30 else export_dtype
 
 
+def set_stop_tokens(model, eot_id: int, pad_id: int | None) -> None:
+    """Stop at the end of turn the model was trained to write, first, then at the base's own stop
+    tokens (Llama 3.1: <|eom_id|>, <|end_of_text|>). The base's sampling defaults are kept: they are
+    valid only with do_sample (transformers refuses to save temperature 0.6 without it), and they are
+    what vLLM reads from this file for requests that set nothing."""
+    gen = model.generation_config
+    old = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    gen.eos_token_id = [eot_id] + [t for t in old if t is not None and t != eot_id]
+    if pad_id is not None:
+        gen.pad_token_id = pad_id
+    model.config.eos_token_id = eot_id
+    gen.validate(strict=True)
+
+
 def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts: list[str], eot_id: int,
                   export_dtype, max_new_tokens: int, batch_size: int, trust_remote_code: bool = False):
     """Apply the adapter to the 16-bit base, generate the greedy reference, merge, save the merged
@@ -157,10 +215,7 @@ def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts
         with model.disable_adapter():
             base_logits = probe_logits(model, probe, start)
     merged = model.merge_and_unload().to(export_dtype)
-    merged.generation_config.eos_token_id = eot_id
-    merged.generation_config.pad_token_id = tok.pad_token_id
-    merged.generation_config.do_sample = False
-    merged.config.eos_token_id = eot_id
+    set_stop_tokens(merged, eot_id, tok.pad_token_id)
     merged.save_pretrained(save_to, safe_serialization=True, max_shard_size="5GB")
     del merged, model, base
     reloaded = AutoModelForCausalLM.from_pretrained(save_to, dtype=work_dtype, use_safetensors=True, device_map=device_map)
@@ -191,7 +246,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     adapter_in = run_dir / "train" / "adapter"
     out = run_dir / "merged"
     if not (adapter_in / "adapter_config.json").is_file():
-        raise StageError(f"run the train stage first: {rel(adapter_in)} is missing (make train-stage).")
+        raise StageError(f"run the train stage first: {rel(adapter_in)} is missing (make sft).")
     inputs = [adapter_in / "adapter_model.safetensors", adapter_in / "adapter_config.json"]
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export",
                                                "trust_remote_code"))
@@ -206,8 +261,10 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     chat = Chat.for_recipe(recipe, tok)
     prompts = eval_prompts(run_dir, chat, recipe.export.check_prompts)
     console.print(f"export: loading the 16-bit base {base_16bit(recipe)} and applying the adapter")
+    base_path = resolve(base_16bit(recipe), "model")
+    check_16bit(base_path, base_16bit(recipe))
     with atomic_dir(out) as tmp:
-        check, _, _ = merge_checked(resolve(base_16bit(recipe), "model"), adapter_in, tmp, tok, prompts,
+        check, _, _ = merge_checked(base_path, adapter_in, tmp, tok, prompts,
                                     tok.convert_tokens_to_ids(chat.eot), getattr(torch, recipe.export.dtype),
                                     recipe.export.check_new_tokens, recipe.eval.batch_size, recipe.trust_remote_code)
         if check["problem"]:
@@ -216,9 +273,13 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "chat_template.jinja").write_text(chat.template)  # byte-identical to what training rendered
         tpl_hash = sha256_file(tmp / "chat_template.jinja")
-        (tmp / "README.md").write_text(scrub(model_card(recipe, chat, run_dir, check)))
+        from transformers import GenerationConfig
+
+        decoding = decoding_note(GenerationConfig.from_pretrained(tmp))
+        (tmp / "README.md").write_text(scrub(model_card(recipe, chat, run_dir, check, decoding)))
         (tmp / "tooltune.json").write_text(json.dumps(
-            {"recipe": recipe.name, "tool_format": chat.fmt, "vllm_tool_parser": vllm_parser(chat.fmt),
+            {"recipe": recipe.name, "base_16bit": base_16bit(recipe), "tool_format": chat.fmt,
+             "vllm_tool_parser": vllm_parser(chat.fmt), "decoding": decoding,
              "chat_template_sha256": tpl_hash, "merge_check": check}, indent=2))
 
     with atomic_dir(run_dir / "adapter") as tmp:

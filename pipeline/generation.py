@@ -92,6 +92,14 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
             cache = model(input_ids=torch.tensor([ids[0][:p]], device=model.device), use_cache=True).past_key_values
     else:
         p = 0
+    # Plain greedy decoding, whatever the checkpoint's generation_config.json asks for (Qwen2.5's
+    # repetition_penalty 1.05 would otherwise apply to one model of a base-vs-tuned comparison).
+    from transformers import GenerationConfig
+
+    # transformers fills every field left unset from the checkpoint's file, so the neutral values are explicit.
+    plain = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=1.0, top_p=1.0,
+                             top_k=50, repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=eot_id,
+                             pad_token_id=pad, output_scores=margins is not None, return_dict_in_generate=True)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[list[int]] = [[] for _ in ids]
     by_prompt: dict[int, list[float]] = {}
@@ -117,9 +125,7 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
             input_ids = torch.tensor(rows, device=model.device)
             with torch.no_grad(), cpu_gqa(model):
                 gen = model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=model.device),
-                                     max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
-                                     pad_token_id=pad, output_scores=margins is not None,
-                                     return_dict_in_generate=True, **kwargs)
+                                     generation_config=plain, **kwargs)
             seqs = gen.sequences[:, input_ids.shape[1]:].tolist()
             if margins is not None:
                 top2 = torch.stack([s.float().topk(2, dim=-1).values for s in gen.scores], dim=1)  # [b, steps, 2]

@@ -240,12 +240,11 @@ def estimate(cfg: dict, recipe: Recipe, batch: int, seq: int, *, bits: int, grad
 # --- the plan -----------------------------------------------------------------------------
 
 def recipe_settings(recipe: Recipe) -> dict:
-    """What training on a GPU will do with this recipe."""
-    bits = 4 if recipe.load_in_4bit else (32 if recipe.dtype == "float32" else 16)
-    # backend auto resolves to Unsloth on an NVIDIA GPU, which always checkpoints ("unsloth" mode).
-    grad_ckpt = recipe.train.gradient_checkpointing or recipe.backend in ("auto", "unsloth")
-    return {"batch": recipe.train.batch_size, "seq": recipe.max_seq_length, "bits": bits, "grad_ckpt": grad_ckpt,
-            "optim_bits": 8 if "8bit" in recipe.train.optim else 32}
+    """What training on a GPU will do with this recipe: the load and train stages' own
+    `training_settings`, for the backend the recipe takes on an NVIDIA GPU."""
+    from pipeline.backends import gpu_backend, training_settings
+
+    return training_settings(recipe, gpu_backend(recipe)).to_dict()
 
 
 def make_it_fit(cfg: dict, recipe: Recipe, s: dict, capacity: float) -> str:
@@ -269,7 +268,8 @@ def make_it_fit(cfg: dict, recipe: Recipe, s: dict, capacity: float) -> str:
         s.update(change)
         changes[next(iter(change))] = label
         if estimate(cfg, recipe, s["batch"], s["seq"], bits=s["bits"], grad_ckpt=s["grad_ckpt"],
-                    optim_bits=s["optim_bits"])["total"] <= capacity:
+                    optim_bits=s["optim_bits"], chunked_loss=s["chunked_loss"],
+                    offload_ckpt=s["grad_ckpt"] and s["backend"] == "unsloth")["total"] <= capacity:
             return "fits with " + ", ".join(changes.values())
     return "does not fit even at 4-bit, batch 1, 512 tokens"
 
@@ -286,14 +286,77 @@ def token_budget(recipe: Recipe, run_dir: Path | None) -> tuple[float | None, st
     paths = glob_paths(recipe.data.train)
     if not paths:
         return None, f"unknown: no file matches {recipe.data.train}"
-    lines = sum(sum(1 for line in open(p, encoding="utf-8") if line.strip()) for p in paths)
-    if recipe.data.max_train:
-        lines = min(lines, recipe.data.max_train)
-    # ~700 tokens per unpacked conversation: the SmolLM2 recipe's ~5,600 tokens per 8 bundled
-    # conversations (a ~600-token tool prefix + ~80 tokens of dialogue). `make count` gives the exact figure.
-    per_conv = 700
-    return lines * per_conv * recipe.train.epochs, (f"estimated: {lines:,} conversations x ~{per_conv} tokens "
-                                                     f"(run `make count` for the exact figure)")
+    lines = []
+    for p in paths:
+        with open(p, encoding="utf-8", errors="replace") as f:
+            lines += [line for line in f if line.strip()]
+    n = min(len(lines), recipe.data.max_train) if recipe.data.max_train else len(lines)
+    sampled = sample_tokens(recipe, lines[:SAMPLE])
+    if sampled:
+        per_conv, k = sampled
+        return n * per_conv * recipe.train.epochs, (f"estimated: {n:,} conversations x {per_conv:,.0f} tokens, the mean of "
+                                                     f"{k} counted with the model's tokenizer and template "
+                                                     "(run `make count` for the exact figure)")
+    tools = _dataset_tools_chars(recipe)
+    chars = sum(len(line) + (0 if '"tools"' in line else tools) for line in lines[:n]) / max(1, min(n, len(lines)))
+    per_conv = chars / CHARS_PER_TOKEN
+    return n * per_conv * recipe.train.epochs, (f"rough: {n:,} conversations x ~{per_conv:,.0f} tokens from their "
+                                                 f"characters / {CHARS_PER_TOKEN} (templates differ by up to 40%: run "
+                                                 "`make count` for the exact figure)")
+
+
+# Without the tokenizer: JSON-heavy tool conversations run ~3.5 characters per token in the
+# bundled data's raw lines plus compact tool schemas (Qwen2.5's template: 1,900 tokens per conversation;
+# Llama 3.1's, which indents the schemas, 2,740).
+CHARS_PER_TOKEN = 3.5
+SAMPLE = 64
+
+
+def _dataset_tools_chars(recipe: Recipe) -> int:
+    if not recipe.data.tools:
+        return 0
+    paths = glob_paths(recipe.data.tools)
+    try:
+        return len(json.dumps(json.loads(paths[0].read_text(encoding="utf-8")), separators=(",", ":"))) if paths else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
+    """Mean tokens per conversation over `lines`, rendered with the run's template and counted with
+    the model's tokenizer, where that tokenizer is on this machine (a local folder or the Hugging Face
+    cache; nothing is downloaded). None where it is not, or the lines do not validate."""
+    from pipeline.models import BUILTIN, CACHE, in_hf_cache
+
+    name = recipe.tokenizer or recipe.model
+    if name in BUILTIN:
+        local = (CACHE / name.split(":", 1)[1] / "tokenizer.json").is_file()
+    else:
+        path = Path(name).expanduser()
+        local = (path if path.is_absolute() else ROOT / path).is_dir() or in_hf_cache(name)
+    if not local or not lines:
+        return None
+    try:
+        from pipeline.chat import Chat
+        from pipeline.models import load_tokenizer
+        from pipeline.validate import Schemas, check_line, normalize_tools
+
+        tools: list = []
+        if recipe.data.tools and glob_paths(recipe.data.tools):
+            tools, errors = normalize_tools(json.loads(glob_paths(recipe.data.tools)[0].read_text(encoding="utf-8")))
+            if errors:
+                return None
+        chat = Chat.for_recipe(recipe, load_tokenizer(recipe))
+        schemas = Schemas()
+        counts = []
+        for line in lines:
+            rec, _ = check_line(line.rstrip("\r\n").encode("utf-8"), tools, schemas)
+            if rec is not None:
+                counts.append(len(chat.tokenizer(chat.render(rec["messages"], rec["tools"]),
+                                                 add_special_tokens=False)["input_ids"]))
+    except Exception:  # an estimate only: any trouble here falls back to the characters
+        return None
+    return (sum(counts) / len(counts), len(counts)) if counts else None
 
 
 def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
@@ -303,7 +366,8 @@ def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
                 "note": f"no shapes for {recipe.model}: no local config.json, not in the HF cache, not in KNOWN_SHAPES"}
     params = params_from_config(cfg)
     s = recipe_settings(recipe)
-    est = estimate(cfg, recipe, s["batch"], s["seq"], bits=s["bits"], grad_ckpt=s["grad_ckpt"], optim_bits=s["optim_bits"])
+    est = estimate(cfg, recipe, s["batch"], s["seq"], bits=s["bits"], grad_ckpt=s["grad_ckpt"], optim_bits=s["optim_bits"],
+                   chunked_loss=s["chunked_loss"], offload_ckpt=s["ckpt_offload"])
     tokens, basis = token_budget(recipe, run_dir)
     gpus = {}
     for gpu in PLAN_GPUS:

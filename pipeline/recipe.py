@@ -141,6 +141,9 @@ class ExportConfig:
     """Eval prompts on which the reloaded merged model must generate what the adapter model does."""
     check_new_tokens: int = 48
     """Tokens generated per check prompt (the logits of every one are compared too)."""
+    base: str | None = None
+    """The 16-bit checkpoint the adapter is merged into, also scored as the base by the eval. None: the
+    recipe's model, with Unsloth's pre-quantized ids (`-bnb-4bit`, `-unsloth-bnb-4bit`) mapped to their 16-bit twin."""
 
 
 @dataclass

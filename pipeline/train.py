@@ -22,7 +22,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.backends import cpu_has_bf16, load_base, memory_now, param_counts, resolve_backend
+from pipeline.backends import (TrainSettings, cpu_has_bf16, load_base, memory_now, optimizer_name, param_counts,
+                               prepare_backend, resolve_backend, training_settings)
 from pipeline.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
                              write_json_atomic, write_sidecar, write_text_atomic)
 from pipeline.packing import IGNORE, PackCollator
@@ -132,6 +133,46 @@ def out_of_memory_message(recipe: Recipe) -> str:
             "shows the breakdown.")
 
 
+def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use_cpu: bool, autocast: bool = False,
+               model_dtype=None):
+    """TRL's SFTConfig for this recipe and its resolved settings (the same ones `make plan` uses)."""
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=settings.batch,
+        gradient_accumulation_steps=settings.grad_accum,
+        num_train_epochs=recipe.train.epochs,
+        max_steps=recipe.train.max_steps,
+        learning_rate=recipe.train.lr,
+        lr_scheduler_type=recipe.train.scheduler,
+        warmup_steps=recipe.train.warmup_ratio,
+        weight_decay=recipe.train.weight_decay,
+        neftune_noise_alpha=recipe.train.neftune_alpha,
+        optim=optimizer_name(recipe, settings),
+        logging_steps=recipe.train.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.train.save_steps,
+        save_total_limit=recipe.train.save_total_limit,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        use_cpu=use_cpu,
+        bf16=(not use_cpu and model_dtype == torch.bfloat16) or (use_cpu and autocast),
+        fp16=not use_cpu and model_dtype == torch.float16,
+        # Unsloth checkpoints inside its own kernels ("unsloth" mode, set when the model is wrapped);
+        # asking the Trainer too would checkpoint twice.
+        gradient_checkpointing=settings.grad_ckpt and settings.backend != "unsloth",
+        report_to="none",
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        save_only_model=False,
+    )
+
+
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "train"
@@ -145,12 +186,14 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "adapter"
 
+    backend, why = resolve_backend(recipe)
+    prepare_backend(backend)  # Unsloth first: it patches only what is imported after it
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    backend, why = resolve_backend(recipe)
+    settings = training_settings(recipe, backend)
     set_seed(recipe.seed)
     model, tok = load_base(recipe, backend)
     from pipeline.chat import Chat
@@ -162,10 +205,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     console.print(f"train: backend [bold]{backend}[/] ({why}); {len(rows)} conversations; "
                   f"mask audit passed, {mask_audit['trained_share']:.1%} of tokens trained")
 
-    packing = recipe.train.packing
-    if packing == "shared_prefix" and backend == "unsloth":
+    packing = settings.packing
+    if packing != recipe.train.packing:
         console.print("[yellow]note:[/] Unsloth's attention kernels take no custom block mask: packing falls back to padded batches.")
-        packing = "none"
     attn_impl = getattr(model.config, "_attn_implementation", "sdpa")
     stats: dict = {}
     collator = PackCollator(pad_id=tok.pad_token_id, mode=packing, max_pack_tokens=recipe.train.max_pack_tokens,
@@ -198,36 +240,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if autocast and use_cpu and not cpu_has_bf16():
         console.print("[yellow]note:[/] this CPU has no AMX/AVX512-BF16: bf16 autocast would be slower; training in fp32.")
         autocast = False
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=recipe.train.batch_size,
-        gradient_accumulation_steps=recipe.train.grad_accum,
-        num_train_epochs=recipe.train.epochs,
-        max_steps=recipe.train.max_steps,
-        learning_rate=recipe.train.lr,
-        lr_scheduler_type=recipe.train.scheduler,
-        warmup_steps=recipe.train.warmup_ratio,
-        weight_decay=recipe.train.weight_decay,
-        neftune_noise_alpha=recipe.train.neftune_alpha,
-        optim=recipe.train.optim if not use_cpu or "8bit" not in recipe.train.optim else "adamw_torch",
-        logging_steps=recipe.train.logging_steps,
-        save_strategy="steps",
-        save_steps=recipe.train.save_steps,
-        save_total_limit=recipe.train.save_total_limit,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        use_cpu=use_cpu,
-        bf16=(not use_cpu and model.dtype == torch.bfloat16) or (use_cpu and autocast),
-        fp16=not use_cpu and model.dtype == torch.float16,
-        gradient_checkpointing=recipe.train.gradient_checkpointing and backend != "unsloth",
-        report_to="none",
-        remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        max_length=None,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-        save_only_model=False,
-    )
+    args = sft_config(recipe, settings, ckpt_dir, use_cpu=use_cpu, autocast=autocast, model_dtype=model.dtype)
     dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
 
     log_path = out / "log.jsonl"
@@ -277,6 +290,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     figures = {
         "backend": backend,
         "packing": packing,
+        "settings": settings.to_dict(),
         "steps": trainer.state.global_step,
         "final_loss": history[-1]["loss"] if history else None,
         "train_loss": result.training_loss,

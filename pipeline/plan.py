@@ -305,10 +305,10 @@ def token_budget(recipe: Recipe, run_dir: Path | None) -> tuple[float | None, st
                                                  "`make count` for the exact figure)")
 
 
-# Without the tokenizer: JSON-heavy tool conversations run ~3.5 characters per token in the
-# bundled data's raw lines plus compact tool schemas (Qwen2.5's template: 1,900 tokens per conversation;
-# Llama 3.1's, which indents the schemas, 2,740).
-CHARS_PER_TOKEN = 3.5
+# Without the tokenizer: the bundled data's raw lines plus its compact tool schemas, ~6,800 characters
+# a conversation, count 2,134 tokens with Qwen2.5's template, 2,240 with Mistral v0.3's and 2,742 with
+# Llama 3.1's (which indents the schemas): ~3.1 characters per token in the middle.
+CHARS_PER_TOKEN = 3.1
 SAMPLE = 64
 
 

@@ -2,7 +2,7 @@
 #   make train RECIPE=llama31-8b-tools ARGS="lora.r=32 data.train=my.jsonl" RUN=my-run
 # Each stage is a real file target (its sidecar, written last) that depends on the resolved recipe
 # (runs/$(RUN)/recipe.yaml: recipe + overrides + data hashes, rewritten only when it changes), the
-# stage's source and the previous stage: a second `make train` with nothing changed redoes nothing.
+# package's sources and the previous stage: a second `make train` with nothing changed redoes nothing.
 # A stage whose own inputs and recipe keys are unchanged (its fingerprint matches) says so and only
 # touches its sidecar: `make eval ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
 
@@ -13,7 +13,9 @@ PY := .venv/bin/python
 R := runs/$(RUN)
 VENV := .venv/.installed
 STAGE = $(PY) -m pipeline.$(1) --recipe $(RECIPE) --run $(RUN) $(ARGS)
-COMMON := pipeline/common.py pipeline/recipe.py recipes/$(RECIPE).yaml
+# Every stage depends on all of the package's sources and templates: Make over-approximates, and the
+# stage's fingerprint (the modules it really imports, the template text, the recipe keys it reads) decides.
+SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) recipes/$(RECIPE).yaml
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
@@ -36,17 +38,17 @@ $(R)/recipe.yaml: FORCE | $(VENV)
 preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): every missing thing at once
 	@$(PY) -m pipeline.preflight --recipe $(RECIPE) $(ARGS)
 
-$(R)/validate/stage.json: $(R)/recipe.yaml $(COMMON) pipeline/validate.py pipeline/signatures.py
+$(R)/validate/stage.json: $(R)/recipe.yaml $(SRC)
 	$(call STAGE,validate)
-$(R)/tokens/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(COMMON) pipeline/count.py pipeline/chat.py pipeline/models.py pipeline/templates/hermes.jinja
+$(R)/tokens/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(SRC)
 	$(call STAGE,count)
-$(R)/model/stage.json: $(R)/recipe.yaml $(COMMON) pipeline/load.py pipeline/backends.py
+$(R)/model/stage.json: $(R)/recipe.yaml $(SRC)
 	$(call STAGE,load)
-$(R)/train/stage.json: $(R)/recipe.yaml $(R)/tokens/stage.json $(R)/model/stage.json $(COMMON) pipeline/train.py pipeline/packing.py
+$(R)/train/stage.json: $(R)/recipe.yaml $(R)/tokens/stage.json $(R)/model/stage.json $(SRC)
 	$(call STAGE,train)
-$(R)/merged/stage.json: $(R)/recipe.yaml $(R)/train/stage.json $(COMMON) pipeline/export.py pipeline/generation.py
+$(R)/merged/stage.json: $(R)/recipe.yaml $(R)/train/stage.json $(SRC)
 	$(call STAGE,export)
-$(R)/eval/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/merged/stage.json $(COMMON) pipeline/evaluate.py pipeline/generation.py
+$(R)/eval/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/merged/stage.json $(SRC)
 	$(call STAGE,evaluate)
 
 validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval

@@ -130,13 +130,53 @@ def fingerprint(recipe: Recipe, stage: str, inputs: list[Path], keys: tuple[str,
         config = picked
     h = hashlib.sha256()
     h.update(json.dumps(config, sort_keys=True).encode())
-    for src in (ROOT / "pipeline" / f"{stage}.py",):
-        if src.exists():
-            h.update(src.read_bytes())
+    for src in stage_sources(stage):
+        h.update(str(src.relative_to(PACKAGE.parent)).encode())
+        h.update(src.read_bytes())
     for p in inputs:
         h.update(str(rel(p)).encode())
         h.update(sha256_file(p).encode() if Path(p).is_file() else b"missing")
     return h.hexdigest()
+
+
+PACKAGE = ROOT / "pipeline"
+
+
+def _imports(path: Path) -> set[str]:
+    """Project modules a source file imports anywhere (top level or inside a function)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("pipeline."))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "pipeline":
+                names.update(f"pipeline.{a.name}" for a in node.names)
+            elif node.module.startswith("pipeline."):
+                names.add(node.module)
+    return names
+
+
+def stage_sources(stage: str) -> list[Path]:
+    """Every file whose text can change a stage's output: the stage's module, each project module it
+    imports (transitively, lazy imports included), and the bundled templates. Over-approximates by
+    design: a stage that re-runs for nothing costs time, one that does not re-run costs a wrong result."""
+    seen: dict[str, Path] = {}
+    todo = [f"pipeline.{stage}"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        rel_parts = name.split(".")[1:]
+        path = PACKAGE.joinpath(*rel_parts).with_suffix(".py")
+        if not path.is_file():
+            path = PACKAGE.joinpath(*rel_parts, "__init__.py")
+            if not path.is_file():
+                continue  # `from pipeline import some_function`: not a module
+        seen[name] = path
+        todo += sorted(_imports(path))
+    return sorted(seen.values()) + sorted((PACKAGE / "templates").glob("*.jinja"))
 
 
 def up_to_date(stage_dir: Path, fp: str) -> bool:

@@ -95,10 +95,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     inputs = [vdir / "train.jsonl", vdir / "toolsets.json"]
     if not (vdir / "stage.json").is_file():
         raise StageError(f"run the validate stage first: {rel(vdir / 'stage.json')} is missing (make validate).")
+    # Only what changes the token ids and masks: the time estimate follows train.* and gpu without re-counting.
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "max_seq_length",
-                                               "train", "gpu", "load_in_4bit", "trust_remote_code"))
+                                               "trust_remote_code"))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
+        write_schedule(recipe, out)
         return out / "report.json"
     (out / "stage.json").unlink(missing_ok=True)  # outputs about to change: the old sidecar no longer vouches for them
 
@@ -153,12 +155,6 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
 
     total = sum(lengths)
     s = sorted(lengths)
-    per_step = recipe.train.batch_size * recipe.train.grad_accum
-    steps_per_epoch = math.ceil(len(train) / per_step)
-    total_steps = recipe.train.max_steps if recipe.train.max_steps > 0 else math.ceil(steps_per_epoch * recipe.train.epochs)
-    n_params = model_params(recipe)
-    tps = tokens_per_second(recipe.gpu, n_params, recipe.load_in_4bit)
-    epoch_tokens = total
     hist_edges = [0, 256, 512, 1024, 2048, 4096, 8192, 1 << 30]
     hist = {f"{a}-{b if b < 1 << 30 else 'inf'}": sum(1 for n in lengths if a <= n < b) for a, b in zip(hist_edges, hist_edges[1:])}
     report = {
@@ -176,20 +172,13 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "tool_schema_share": round(schema_per_example * len(train) / max(1, total), 4),
         "max_seq_length": recipe.max_seq_length,
         "over_max_seq_length": over,
-        "tokens_per_epoch": epoch_tokens,
-        "conversations_per_step": per_step,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "epochs": recipe.train.epochs,
-        "estimate": {"gpu": recipe.gpu, "model_params": n_params, "tokens_per_s": round(tps),
-                     "hours": round(epoch_tokens * recipe.train.epochs / tps / 3600, 3),
-                     "basis": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/hardware.py); unpacked tokens"},
+        "tokens_per_epoch": total,
         "len_div_4": trap,
     }
     write_jsonl_atomic(out / "train.tokens.jsonl", rows)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown(recipe, report))
-    show(recipe, report)
+    show(recipe, report, schedule(recipe, report))
     cut = [o for o in over if o["cut_trained_tokens"]]
     if cut:  # before the sidecar: a failed count must not look done to the next run (or to Make)
         raise StageError(
@@ -199,7 +188,31 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         )
     write_sidecar(out, STAGE, recipe, inputs, fp, started,
                   {"total_tokens": total, "trained_tokens": trained_total, "examples": len(train), "audit": "passed"})
+    write_schedule(recipe, out)
     return out / "report.json"
+
+
+def schedule(recipe: Recipe, report: dict) -> dict:
+    """Optimizer steps and the time estimate for these counted tokens under the recipe's train.* and gpu."""
+    per_step = recipe.train.batch_size * recipe.train.grad_accum
+    steps_per_epoch = math.ceil(report["examples"] / per_step)
+    total_steps = recipe.train.max_steps if recipe.train.max_steps > 0 else math.ceil(steps_per_epoch * recipe.train.epochs)
+    n_params = model_params(recipe)
+    tps = tokens_per_second(recipe.gpu, n_params, recipe.load_in_4bit)
+    return {"conversations_per_step": per_step, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "epochs": recipe.train.epochs, "gpu": recipe.gpu, "model_params": n_params, "tokens_per_s": round(tps),
+            "hours": round(report["tokens_per_epoch"] * recipe.train.epochs / tps / 3600, 3),
+            "basis": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/hardware.py); unpacked tokens"}
+
+
+def write_schedule(recipe: Recipe, out: Path) -> dict:
+    """tokens/schedule.json, rewritten on every run of the stage (counting or not): it follows train.* and gpu."""
+    sched = schedule(recipe, json.loads((out / "report.json").read_text()))
+    write_json_atomic(out / "schedule.json", sched)
+    console.print(f"count: {sched['conversations_per_step']} conversations/step, {sched['steps_per_epoch']} steps/epoch, "
+                  f"{sched['total_steps']} steps; ~{sched['hours'] * 60:.1f} min on {sched['gpu']} at "
+                  f"{sched['tokens_per_s']:,} tokens/s ({sched['model_params'] / 1e9:.2f}B params)")
+    return sched
 
 
 def markdown(recipe: Recipe, r: dict) -> str:
@@ -215,9 +228,6 @@ def markdown(recipe: Recipe, r: dict) -> str:
         f"| context tokens | {r['context_tokens']:,} |",
         f"| tool schemas | {r['tool_schema_tokens_per_example']} tokens per example ({r['tool_schema_share']:.1%} of all) |",
         f"| over max_seq_length={r['max_seq_length']} | {len(r['over_max_seq_length'])} |",
-        f"| conversations per optimizer step | {r['conversations_per_step']} |",
-        f"| steps per epoch / total | {r['steps_per_epoch']} / {r['total_steps']} |",
-        f"| estimated time on {r['estimate']['gpu']} | {r['estimate']['hours']:.2f} h at {r['estimate']['tokens_per_s']:,} tokens/s |",
         "", "## Length histogram", "", "| tokens | examples |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in r["histogram"].items()],
         "", "## The len/4 estimation trap", "",
@@ -231,7 +241,7 @@ def markdown(recipe: Recipe, r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def show(recipe: Recipe, r: dict) -> None:
+def show(recipe: Recipe, r: dict, sched: dict) -> None:
     pe = r["per_example"]
     t = Table(title=f"token budget ({r['examples']} conversations)", show_header=False)
     t.add_row("total tokens", f"{r['total_tokens']:,}")
@@ -239,10 +249,6 @@ def show(recipe: Recipe, r: dict) -> None:
     t.add_row("trained / context tokens", f"{r['trained_tokens']:,} / {r['context_tokens']:,} ({r['trained_share']:.1%} trained)")
     t.add_row("tool schemas", f"{r['tool_schema_tokens_per_example']} tokens/example ({r['tool_schema_share']:.1%})")
     t.add_row(f"over max_seq_length={r['max_seq_length']}", str(len(r["over_max_seq_length"])))
-    t.add_row("conversations/step, steps/epoch, total steps",
-              f"{r['conversations_per_step']}, {r['steps_per_epoch']}, {r['total_steps']}")
-    e = r["estimate"]
-    t.add_row(f"estimate on {e['gpu']}", f"{e['hours'] * 60:.1f} min at {e['tokens_per_s']:,} tokens/s ({e['model_params'] / 1e9:.2f}B params)")
     console.print(t)
     t = Table(title="the len/4 trap: measured tokens per character")
     for c in ("text", "chars", "tokens", "tokens/char", "len/4", "len/4 error"):

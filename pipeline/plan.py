@@ -280,7 +280,7 @@ def token_budget(recipe: Recipe, run_dir: Path | None) -> tuple[float | None, st
     if report and report.is_file():
         try:
             r = json.loads(report.read_text())
-            return r["tokens_per_epoch"] * r["epochs"], f"counted: {rel(report)}"
+            return r["tokens_per_epoch"] * recipe.train.epochs, f"counted: {rel(report)}"
         except (OSError, ValueError, KeyError, TypeError):
             pass
     paths = glob_paths(recipe.data.train)

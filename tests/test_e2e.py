@@ -120,3 +120,37 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
     assert n == len(tok(full, add_special_tokens=False)["input_ids"]) - len(tok(prompt, add_special_tokens=False)["input_ids"])
     fixed, info = evaluate.reply_budget(chat, items, 80)
     assert fixed == 80 and info["references_longer_than_budget"] == sum(1 for x in lengths if x > 80) > 0
+
+
+def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_dir, runs_dir, tmp_path, monkeypatch, capsys):
+    """The count stage's fingerprint covers every project module it loads (the loss mask lives in
+    chat.py) and the template text, but only the recipe keys that change its tokens: a new learning
+    rate does not re-tokenize the data."""
+    import shutil
+
+    from pipeline import common
+    from pipeline.recipe import ROOT
+
+    args = tiny_args(tiny_model_dir)
+    for module in (validate, count):
+        stage(module, args)
+    capsys.readouterr()
+    stage(count, args + ["train.lr=1e-4", "train.epochs=3", "gpu=h100"])
+    out = capsys.readouterr().out
+    assert "nothing to do" in out
+    schedule = json.loads((runs_dir / "e2e" / "tokens" / "schedule.json").read_text())
+    assert schedule["gpu"] == "h100" and schedule["epochs"] == 3  # the estimate follows the recipe anyway
+
+    scratch = tmp_path / "pipeline"
+    shutil.copytree(ROOT / "pipeline", scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(common, "PACKAGE", scratch)
+    stage(count, args)
+    assert "nothing to do" in capsys.readouterr().out  # a byte-identical copy: same fingerprint
+    for edited in ("chat.py", "templates/hermes.jinja"):
+        with open(scratch / edited, "a") as f:
+            f.write("\n")
+        stage(count, args)
+        assert "nothing to do" not in capsys.readouterr().out, f"an edit of {edited} must re-run count"
+    (scratch / "bench.py").write_text((scratch / "bench.py").read_text() + "\n")
+    stage(count, args)
+    assert "nothing to do" in capsys.readouterr().out  # a module count never imports does not

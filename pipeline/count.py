@@ -1,7 +1,7 @@
 """Stage 2, count: tokenize exactly what training will see, and say what the run will cost.
 
     python -m pipeline.count --recipe smollm2-135m-tools
-    make count RECIPE=llama31-8b-tools ARGS="tokenizer=../shared/fixtures/tokenizers/llama3_1_instruct"
+    make count RECIPE=llama31-8b-tools ARGS="tokenizer=/path/to/its/tokenizer"
 
 Every validated conversation is rendered with the run's chat template and tools and tokenized with
 the model's real tokenizer; the loss mask (assistant turns + their end-of-turn token) is derived

@@ -32,7 +32,7 @@ from pipeline.export import base_16bit
 from pipeline.recipe import Recipe
 
 STAGE = "evaluate"
-# The seed article's targets for a tool-calling fine-tune.
+# The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
 SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")

@@ -4,7 +4,7 @@ Throughput is modelled, not measured here: LoRA on a frozen base costs about 4N 
 (forward 2N, backward through the activations 2N; no weight gradients for the base), and a
 well-fed single GPU reaches a model-FLOPs utilization (MFU) of about 35% with Unsloth's kernels on
 7-8B models (Unsloth's published Llama 3.1 8B QLoRA runs; torchtune's single-device QLoRA reports).
-`make bench` measures the CPU figures; `make gpu-check` measures them on a lent GPU.
+`make bench` measures the CPU figures; `make gpu-check` and `make gpu-rehearsal` measure them on a GPU.
 """
 
 GPUS = {

@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Property tests draw the same examples on every machine by default, so that CI passes or fails on the
 # code, not on the draw; `TOOLTUNE_HYPOTHESIS=fuzz make test` draws new ones (how the validator's
-# crashes of session 4 were found).
+# crashes on odd roles and self-referencing schemas were found).
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, database=None)

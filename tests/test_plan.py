@@ -1,6 +1,6 @@
 """The VRAM model against published figures, and the exact LoRA counts.
 
-Figures in GiB. Each row states the settings it is estimated with; the ranges are the seed
+Figures in GiB. Each row states the settings it is estimated with; the ranges are the
 article's VRAM table, plus torchtune's measured Llama-3.1-8B QLoRA peak (7.4 GiB, batch 2 x 2048,
 activation checkpointing, PyTorch's own peak counter: no CUDA context).
 """

@@ -19,7 +19,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test validate count load sft export eval plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
+.PHONY: help train test lint validate count load sft export eval plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -68,8 +68,11 @@ status: $(VENV) ## one line per stage of runs/$(RUN)
 plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
 	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN) $(ARGS)
 
-test: $(VENV) ## the test suite (CPU; GPU tests are skipped without a GPU)
+test: lint ## the linter, then the test suite (CPU; GPU tests are skipped without a GPU)
 	$(PY) -m pytest -q
+
+lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says which rules and why)
+	$(PY) -m ruff check pipeline scripts tests
 
 bench: $(VENV) ## speed and memory as ratios against baselines measured in the same run
 	@if [ -f pipeline/bench.py ]; then $(PY) -m pipeline.bench $(ARGS); else echo "no benchmarks yet"; fi

@@ -172,7 +172,7 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
     _warn_remote_code(recipe)
     if backend == "unsloth":
         prepare_backend(backend)
-        from unsloth import FastLanguageModel  # noqa: lazy on purpose: it patches transformers
+        from unsloth import FastLanguageModel  # lazy on purpose: it patches transformers
 
         model, tok = FastLanguageModel.from_pretrained(
             model_name=where, max_seq_length=recipe.max_seq_length, dtype=dtype,

@@ -545,7 +545,7 @@ def encode_many(chat: Chat, records: list[dict], chunk: int = 256, on_rendered=N
         import multiprocessing
 
         chat.render_adapted([{"role": "user", "content": "x"}], None)  # fill the caches the workers inherit
-        chat.token_bytes  # computed here once, so that the forked workers inherit it
+        _ = chat.token_bytes  # computed here once, so that the forked workers inherit it
         _WORKER = (chat, records)
         # One tokenizer thread per worker process: the workers are the parallelism.
         before = os.environ.get("TOKENIZERS_PARALLELISM")

@@ -495,19 +495,19 @@ class Pools:
         return rng.choice(self.first), rng.choice(self.last)
 
     def email(self, rng: random.Random) -> str:
-        f, l = self.name(rng)
+        first, last = self.name(rng)
         d = rng.choice(self.domains)
         style = rng.randrange(5)
         if style == 0:
-            local = f"{f}.{l}"
+            local = f"{first}.{last}"
         elif style == 1:
-            local = f"{f}{l[0]}{rng.randrange(1, 100)}"
+            local = f"{first}{last[0]}{rng.randrange(1, 100)}"
         elif style == 2:
-            local = f"{f[0]}{l}"
+            local = f"{first[0]}{last}"
         elif style == 3:
-            local = f"{f}_{l}{rng.randrange(70, 100)}"
+            local = f"{first}_{last}{rng.randrange(70, 100)}"
         else:
-            local = f"{f}{rng.randrange(1, 1000)}"
+            local = f"{first}{rng.randrange(1, 1000)}"
         return f"{local}@{d}"
 
     def street(self, rng: random.Random) -> str:
@@ -700,7 +700,7 @@ def render(template: str, pools: Pools, rng: random.Random, ctx: dict | None = N
             literals[last] = literals[last][:-1]
     out: list[str] = []
     vals: dict[str, tuple] = {}
-    for (lit, field, _spec, _conv), lit2 in zip(parts, literals):
+    for (_lit, field, _spec, _conv), lit2 in zip(parts, literals):
         out.append(lit2)
         if field is None:
             continue
@@ -1245,7 +1245,8 @@ REFUSAL_TOPICS = {
 }
 REFUSAL_REPLIES = [
     "Sorry, I can't help with {topic}. I can help with your Acme Outfitters orders, shipping, returns, refunds, account or products.",
-    "I'm only able to help with Acme Outfitters orders, returns, refunds, accounts and products, so I can't help with {topic}. Is there anything about an order I can do?",
+    "I'm only able to help with Acme Outfitters orders, returns, refunds, accounts and products, so I can't help with "
+    "{topic}. Is there anything about an order I can do?",
     "That's outside what I can do here; I don't handle {topic}. I'm happy to help with an order, a return, a refund or your account.",
     "Sorry, {topic} isn't something I can help with. If you have a question about an Acme Outfitters order or product, just ask!",
 ]
@@ -1335,8 +1336,8 @@ def tool_result(tool: str, args: dict, pools: Pools, rng: random.Random, ctx: di
             res["restock_date"] = _future_date(rng, 30)
         return res
     if tool == "get_account_details":
-        f, l = pools.name(rng)
-        return {"email": args["email"], "name": f"{f.capitalize()} {l.capitalize()}",
+        first, last = pools.name(rng)
+        return {"email": args["email"], "name": f"{first.capitalize()} {last.capitalize()}",
                 "member_since": (_dt.date(2016, 1, 1) + _dt.timedelta(days=rng.randrange(3000))).isoformat(),
                 "loyalty_points": rng.randrange(0, 5000), "status": "active"}
     if tool == "update_account_email":

@@ -106,14 +106,16 @@ def model_card(recipe: Recipe, chat: Chat, run_dir: Path, check: dict, decoding:
     if report.is_file():
         table = report.read_text().split("## Failures")[0]
     hashes = "\n".join(f"- `{k}`: `{v}`" for k, v in data_hashes(recipe).items())
+    targets = ", ".join(recipe.lora.target_modules) + (f" (top {recipe.lora.top_layers} blocks)" if recipe.lora.top_layers else "")
     return f"""# {recipe.name} (merged 16-bit)
 
 Fine-tuned with [tooltune](https://github.com/) recipe `{recipe.name}`: {recipe.description}
 
 - Base model: `{recipe.model}` (merged into 16-bit `{base_16bit(recipe)}`)
-- LoRA: r={recipe.lora_r}, alpha={recipe.lora_alpha}, rsLoRA={recipe.lora.use_rslora}, targets {', '.join(recipe.lora.target_modules)}{f" (top {recipe.lora.top_layers} blocks)" if recipe.lora.top_layers else ""}
+- LoRA: r={recipe.lora_r}, alpha={recipe.lora_alpha}, rsLoRA={recipe.lora.use_rslora}, targets {targets}
 - Chat template: `chat_template.jinja` (exactly the one used in training); tool-call format `{chat.fmt}`
-- Merge check: {check['identical']}/{check['prompts']} greedy generations identical to the adapter model ({len(check['near_ties'])} part at a near-tie, {len(check['mismatches'])} mismatches)
+- Merge check: {check['identical']}/{check['prompts']} greedy generations identical to the adapter model \
+({len(check['near_ties'])} part at a near-tie, {len(check['mismatches'])} mismatches)
 - Decoding: {decoding}
 
 ## Serve

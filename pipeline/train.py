@@ -14,7 +14,6 @@ again: it resumes from the newest checkpoint of the same configuration.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import time
@@ -267,7 +266,6 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
 
     trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
                          processing_class=tok, callbacks=[Log()])
-    steps = trainer.state.max_steps or math.ceil(len(rows) / (recipe.train.batch_size * recipe.train.grad_accum))
     console.print(f"train: {len(rows)} conversations x {recipe.train.epochs} epoch(s), "
                   f"{recipe.train.batch_size} x {recipe.train.grad_accum} per step, packing={packing}"
                   + (", resuming from the newest checkpoint" if resume else ""))

@@ -596,7 +596,8 @@ def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
     if not any((run / "merged").glob("*.safetensors")):
         why.append("no merged safetensors")
     rec.update(status="ok", passed=not why, why_failed="; ".join(why) or None, losses=losses, merge_check=check,
-               model_json={k: model_json.get(k) for k in ("backend", "why", "dtype", "quantization", "parameters", "memory_after_load", "load_seconds")},
+               model_json={k: model_json.get(k) for k in ("backend", "why", "dtype", "quantization", "parameters",
+                                                          "memory_after_load", "load_seconds")},
                train_log_tail=log[-3:], eval={k: report.get(k) for k in ("base", "tuned")},
                merged_files=sorted(p.name for p in (run / "merged").iterdir()))
     return rec

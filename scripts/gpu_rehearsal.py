@@ -277,18 +277,19 @@ def main(argv=None) -> int:
         result["parts"][part] = rec
         out.write_text(json.dumps(result, indent=2, default=str))
     base = result["parts"].get("plain", {}).get("tokens_per_s")
-    for part, rec in result["parts"].items():
+    for rec in result["parts"].values():
         if base and rec.get("tokens_per_s"):
             rec["speed_vs_plain"] = rec["tokens_per_s"] / base
     out.write_text(json.dumps(result, indent=2, default=str))
     print(f"{'part':8} {'status':7} {'tok/s':>8} {'x plain':>8} {'peak GiB':>9} {'plan GiB':>9} {'meas/plan':>9}")
+    def f(rec: dict, k: str, spec: str = ".1f") -> str:
+        v = rec.get(k)
+        return format(v, spec) if isinstance(v, (int, float)) else "-"
+
     for part, rec in result["parts"].items():
-        def f(k, spec=".1f"):
-            v = rec.get(k)
-            return format(v, spec) if isinstance(v, (int, float)) else "-"
         plan = rec.get("plan", {}).get("torch_peak_gib")
-        print(f"{part:8} {rec['status']:7} {f('tokens_per_s', '.0f'):>8} {f('speed_vs_plain', '.2f'):>8} "
-              f"{f('peak_allocated_gib', '.2f'):>9} {format(plan, '.2f') if plan else '-':>9} {f('plan_vs_measured', '.2f'):>9}"
+        print(f"{part:8} {rec['status']:7} {f(rec, 'tokens_per_s', '.0f'):>8} {f(rec, 'speed_vs_plain', '.2f'):>8} "
+              f"{f(rec, 'peak_allocated_gib', '.2f'):>9} {format(plan, '.2f') if plan else '-':>9} {f(rec, 'plan_vs_measured', '.2f'):>9}"
               + (f"  {rec.get('error', '')[:100]}" if rec["status"] != "ok" else ""))
     if "export" in result["parts"] and result["parts"]["export"]["status"] == "ok":
         e = result["parts"]["export"]

@@ -86,7 +86,7 @@ def test_conversation_structure_and_calls_validate(tools, splits):
                   for t in tools}
     system = splits["train"][0]["messages"][0]
     assert system["role"] == "system" and system["content"] == datagen.SYSTEM_PROMPT
-    for split, rows in splits.items():
+    for _split, rows in splits.items():
         for conv in rows:
             msgs = conv["messages"]
             assert set(conv) == {"id", "kind", "messages"}

@@ -105,7 +105,7 @@ def test_convert_writes_outputs_and_rejects(tmp_path):
     lines = out.read_text(encoding="utf-8").splitlines()
     assert summary["read"] == 300 and summary["written"] == len(lines)
     assert summary["written"] + summary["skipped"] == summary["read"]
-    rejects = [json.loads(l) for l in Path(str(out) + ".rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    rejects = [json.loads(x) for x in Path(str(out) + ".rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rejects) == summary["skipped"]
     for r in rejects:
         assert r["source"] == str(path) and isinstance(r["index"], int) and r["raw"] and r["errors"]
@@ -194,7 +194,7 @@ def test_bfcl_sample(tmp_path):
     summary = convert("bfcl", DATA / "bfcl_questions.jsonl", out, answers_path=DATA / "bfcl_answers.jsonl")
     assert (summary["read"], summary["written"], summary["skipped"]) == (5, 4, 1)
     assert summary["skip_reasons"] == {"bfcl_no_answer": 1}
-    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
     for r in recs:
         assert_canonical(r)
     calls = [c["function"] for r in recs for c in r["messages"][-1]["tool_calls"]]

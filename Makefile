@@ -4,7 +4,7 @@
 # (runs/$(RUN)/recipe.yaml: recipe + overrides + data hashes, rewritten only when it changes), the
 # package's sources and the previous stage: a second `make train` with nothing changed redoes nothing.
 # A stage whose own inputs and recipe keys are unchanged (its fingerprint matches) says so and only
-# touches its sidecar: `make eval ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
+# touches its sidecar: `make evaluate ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
 
 RECIPE ?= smollm2-135m-tools
 RUN ?= $(RECIPE)
@@ -19,7 +19,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export eval plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
+.PHONY: help train test lint validate count load sft export evaluate plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -40,27 +40,28 @@ preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): eve
 
 $(R)/validate/stage.json: $(R)/recipe.yaml $(SRC)
 	$(call STAGE,validate)
-$(R)/tokens/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(SRC)
+$(R)/count/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(SRC)
 	$(call STAGE,count)
-$(R)/model/stage.json: $(R)/recipe.yaml $(SRC)
+$(R)/load/stage.json: $(R)/recipe.yaml $(SRC)
 	$(call STAGE,load)
-$(R)/train/stage.json: $(R)/recipe.yaml $(R)/tokens/stage.json $(R)/model/stage.json $(SRC)
-	$(call STAGE,train)
-$(R)/merged/stage.json: $(R)/recipe.yaml $(R)/train/stage.json $(SRC)
+$(R)/sft/stage.json: $(R)/recipe.yaml $(R)/count/stage.json $(R)/load/stage.json $(SRC)
+	$(call STAGE,sft)
+$(R)/export/stage.json: $(R)/recipe.yaml $(R)/sft/stage.json $(SRC)
 	$(call STAGE,export)
-$(R)/eval/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/merged/stage.json $(SRC)
+$(R)/evaluate/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/export/stage.json $(SRC)
 	$(call STAGE,evaluate)
 
+# One name per stage: the make target, the module (python -m pipeline.<stage>) and the folder runs/<RUN>/<stage>/.
 validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval
-count: $(R)/tokens/stage.json ## stage 2: exact token budget with the real tokenizer and template
-load: $(R)/model/stage.json ## stage 3: resolve backend/model/dtype/4-bit, print the VRAM plan, load once
-sft: $(R)/train/stage.json ## stage 4: LoRA SFT on assistant turns (resumes after an interruption)
-export: $(R)/merged/stage.json ## stage 5: merged 16-bit model + adapter, checked against the adapter
-eval: $(R)/eval/stage.json ## stage 6: base vs tuned tool-calling accuracy on the held-out split
+count: $(R)/count/stage.json ## stage 2: exact token budget with the real tokenizer and template
+load: $(R)/load/stage.json ## stage 3: resolve backend/model/dtype/4-bit, print the VRAM plan, load once
+sft: $(R)/sft/stage.json ## stage 4: LoRA SFT on assistant turns (resumes after an interruption)
+export: $(R)/export/stage.json ## stage 5: merged 16-bit model + adapter, checked against the adapter
+evaluate: $(R)/evaluate/stage.json ## stage 6: base vs tuned tool-calling accuracy on the held-out split
 
-train: ## the whole chain: validate, count, load, sft, export, eval
+train: ## the whole chain: validate, count, load, sft, export, evaluate
 	@$(MAKE) --no-print-directory preflight
-	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/eval/stage.json && $(PY) -m pipeline.status --run $(RUN) --since $$since
+	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/evaluate/stage.json && $(PY) -m pipeline.status --run $(RUN) --since $$since
 
 status: $(VENV) ## one line per stage of runs/$(RUN)
 	@$(PY) -m pipeline.status --run $(RUN)

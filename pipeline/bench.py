@@ -41,7 +41,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.common import console, versions, write_json_atomic
+from pipeline.lib.common import console, versions, write_json_atomic
 from pipeline.recipe import ROOT
 
 RECIPE = "smollm2-135m-tools"
@@ -107,7 +107,7 @@ def with_random_system_prompts(records: list[dict], seed: int = 0) -> list[dict]
 def machine() -> dict:
     import torch
 
-    from pipeline.backends import cpu_has_bf16
+    from pipeline.lib.backends import cpu_has_bf16
 
     cpu = platform.processor() or "?"
     try:
@@ -156,8 +156,8 @@ def records(path: Path, tools: list[dict]) -> list[dict]:
 
 def load_chat():
     from pipeline import recipe as recipe_mod
-    from pipeline.chat import Chat
-    from pipeline.models import load_tokenizer
+    from pipeline.lib.chat import Chat
+    from pipeline.lib.models import load_tokenizer
 
     recipe = recipe_mod.load(RECIPE, [])
     tok = load_tokenizer(recipe)
@@ -195,7 +195,7 @@ def bench_validate(cfg: dict, tmp: Path) -> dict:
            "check_line_vs_json_loads": spread(ratios(check_rates, base_rates)),
            "note": "ratio < 1: check_line's throughput as a share of bare json.loads; 1/ratio is the cost of checking"}
     if cfg["validate_stage"]:
-        from pipeline import common
+        from pipeline.lib import common
 
         os.environ["TOOLTUNE_RUNS"] = str(tmp / "runs")
         recipe = recipe_mod.load(RECIPE, [f"data.train={big}"])
@@ -227,7 +227,7 @@ def bench_count(cfg: dict) -> dict:
     import cProfile
     import pstats
 
-    from pipeline.chat import encode_many
+    from pipeline.lib.chat import encode_many
 
     tools = dataset_tools()
     recs = records(DATA / "train.jsonl", tools)
@@ -346,10 +346,10 @@ def train_worker(spec: dict) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from pipeline import recipe as recipe_mod
-    from pipeline.backends import lora_config_kwargs, n_layers_of
-    from pipeline.models import builtin_dir, load_tokenizer
-    from pipeline.packing import PackCollator
-    from pipeline.train import make_trainer_class
+    from pipeline.lib.backends import lora_config_kwargs, n_layers_of
+    from pipeline.lib.models import builtin_dir, load_tokenizer
+    from pipeline.lib.packing import PackCollator
+    from pipeline.sft import make_trainer_class
 
     # Every configuration uses the article's LoRA placement (all blocks) unless it says otherwise.
     recipe = recipe_mod.load(RECIPE, [f"lora.top_layers={spec.get('top_layers') or 'null'}"])
@@ -451,8 +451,8 @@ def run_worker(spec: dict, tmp: Path) -> dict:
 
 
 def tokenized_rows(recs: list[dict], chat) -> list[dict]:
-    from pipeline.chat import encode_many
-    from pipeline.packing import IGNORE
+    from pipeline.lib.chat import encode_many
+    from pipeline.lib.packing import IGNORE
 
     return [{"input_ids": ids.tolist(), "labels": [t if m else IGNORE for t, m in zip(ids.tolist(), mask.tolist())]}
             for _, _, _, ids, mask in encode_many(chat, recs, audit=False)]
@@ -485,7 +485,7 @@ def summarize_train(res: dict, base: dict | None) -> dict:
 
 
 def bench_train(cfg: dict, tmp: Path) -> dict:
-    from pipeline.backends import cpu_has_bf16
+    from pipeline.lib.backends import cpu_has_bf16
 
     tools = dataset_tools()
     recipe, tok, chat = load_chat()
@@ -508,7 +508,7 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
                      "baseline: TRL SFTTrainer + peft LoRA, TRL's default collator (right-padded rows), no packing, "
                      "labels = assistant tokens; its compute_loss is transformers.Trainer.compute_loss (the model's "
                      "own cross-entropy over all logits) because TRL 1.15's fused LM-head loss needs Triton, which "
-                     "CPU torch lacks; the tooltune configs use pipeline.train.make_trainer_class(SFTTrainer)",
+                     "CPU torch lacks; the tooltune configs use pipeline.sft.make_trainer_class(SFTTrainer)",
                      "every configuration: same LoRA init (torch.manual_seed before get_peft_model, the recipe's "
                      "LoRA settings incl. rsLoRA and dropout 0 so that losses are comparable), same conversations "
                      "in the same batches, constant lr, adamw_torch, fp32 weights, one subprocess each",
@@ -524,7 +524,7 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
         data_path = tmp / f"train-{label}.jsonl"
         rows = tokenized_rows(recs_, chat)
         data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        from pipeline.packing import common_prefix
+        from pipeline.lib.packing import common_prefix
 
         b = cfg["train_batch"]
         prefixes = [common_prefix([r["input_ids"] for r in rows[i:i + b]], [r["labels"] for r in rows[i:i + b]])
@@ -554,8 +554,8 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
 
 def bench_eval(cfg: dict) -> dict:
     from pipeline.evaluate import eval_items, load_model
-    from pipeline.generation import common_prefix_len, greedy
-    from pipeline.models import resolve
+    from pipeline.lib.generation import common_prefix_len, greedy
+    from pipeline.lib.models import resolve
 
     tools = dataset_tools()
     recipe, tok, chat = load_chat()

@@ -5,7 +5,7 @@
 
 Every validated conversation is rendered with the run's chat template and tools and tokenized with
 the model's real tokenizer; the loss mask (assistant turns + their end-of-turn token) is derived
-from the template and audited. Writes runs/<RUN>/tokens/:
+from the template and audited. Writes runs/<RUN>/count/:
   train.tokens.jsonl   ids + loss mask per conversation (the train stage reuses it: no second tokenization)
   report.json, report.md   totals, percentiles, histogram, trained vs context tokens, tool-schema share,
                        over-length examples, steps and time estimate, and the len/4 "estimation trap" table
@@ -23,11 +23,11 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
-from pipeline import chat as chat_mod
-from pipeline.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+from pipeline.lib import chat as chat_mod
+from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
-from pipeline.hardware import tokens_per_second
-from pipeline.models import load_tokenizer
+from pipeline.lib.hardware import tokens_per_second
+from pipeline.lib.models import load_tokenizer
 from pipeline.recipe import Recipe
 from pipeline.validate import load_split
 
@@ -90,7 +90,7 @@ def model_params(recipe: Recipe) -> float:
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
-    out = run_dir / "tokens"
+    out = run_dir / "count"
     vdir = run_dir / "validate"
     inputs = [vdir / "train.jsonl", vdir / "toolsets.json"]
     if not (vdir / "stage.json").is_file():
@@ -206,7 +206,7 @@ def schedule(recipe: Recipe, report: dict) -> dict:
 
 
 def write_schedule(recipe: Recipe, out: Path) -> dict:
-    """tokens/schedule.json, rewritten on every run of the stage (counting or not): it follows train.* and gpu."""
+    """count/schedule.json, rewritten on every run of the stage (counting or not): it follows train.* and gpu."""
     sched = schedule(recipe, json.loads((out / "report.json").read_text()))
     write_json_atomic(out / "schedule.json", sched)
     console.print(f"count: {sched['conversations_per_step']} conversations/step, {sched['steps_per_epoch']} steps/epoch, "

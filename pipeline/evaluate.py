@@ -1,7 +1,7 @@
 """Stage 6, evaluate: base model vs tuned (merged) model on the held-out eval split.
 
     python -m pipeline.evaluate --recipe smollm2-135m-tools
-    make eval ARGS="data.eval=OTHER.jsonl"      # score any canonical file without retraining
+    make evaluate ARGS="data.eval=OTHER.jsonl"      # score any canonical file without retraining
 
 For every assistant turn of the eval conversations, prompt with the conversation before it (the
 run's template, batched greedy generation), parse the reply with the run's tool-call parser, and
@@ -9,7 +9,7 @@ score: tool selection (right tool names), arguments (equal after JSON canonicali
 schema-valid calls, refusals (no call where the reference answers the user in text: no tool fits, or
 a required argument is missing), answers after a tool result (text, not another call, where the
 reference summarizes the result), parallel calls (exact set), parse failures. The tuned model is the
-merged export, as served. Writes runs/<RUN>/eval/report.json, report.md (table, the article's
+merged export, as served. Writes runs/<RUN>/evaluate/report.json, report.md (table, the article's
 targets as pass/fail, failure examples) and predictions.jsonl (every turn, base and tuned).
 """
 
@@ -23,11 +23,11 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from rich.table import Table
 
-from pipeline.chat import Chat, adapt, parse
-from pipeline.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+from pipeline.lib.chat import Chat, adapt, parse
+from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
-from pipeline.generation import greedy
-from pipeline.models import load_tokenizer, resolve
+from pipeline.lib.generation import greedy
+from pipeline.lib.models import load_tokenizer, resolve
 from pipeline.export import base_16bit
 from pipeline.recipe import Recipe
 
@@ -168,7 +168,7 @@ def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
 def load_model(path: str, recipe: Recipe, name: str):
     from transformers import AutoModelForCausalLM
 
-    from pipeline.backends import cuda_available
+    from pipeline.lib.backends import cuda_available
     from pipeline.export import check_16bit
 
     check_16bit(path, name)
@@ -179,8 +179,8 @@ def load_model(path: str, recipe: Recipe, name: str):
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
-    out = run_dir / "eval"
-    merged = run_dir / "merged"
+    out = run_dir / "evaluate"
+    merged = run_dir / "export"
     if not (merged / "stage.json").is_file():
         raise StageError(f"run the export stage first: {rel(merged)} is missing or incomplete (make export).")
     vdir = run_dir / "validate"
@@ -246,7 +246,7 @@ def free_gpu_memory() -> None:
     import gc
 
     gc.collect()
-    from pipeline.backends import cuda_available
+    from pipeline.lib.backends import cuda_available
 
     if cuda_available():
         import torch

@@ -5,9 +5,9 @@
 Merges by applying the adapter to a 16-bit base (never into 4-bit weights), then proves the merge:
 the reloaded merged model must generate, greedily, what the adapter model generates on
 `export.check_prompts` eval prompts, or the export fails. Writes runs/<RUN>/:
-  merged/    model.safetensors, config, tokenizer, chat_template.jinja (byte-identical to the one
+  export/    model.safetensors, config, tokenizer, chat_template.jinja (byte-identical to the one
              training rendered with), generation_config.json (eos = end of turn), README.md model card
-  adapter/   the LoRA adapter alone (vLLM --enable-lora, LoRAX)
+  export/adapter/   the LoRA adapter alone (vLLM --enable-lora, LoRAX)
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.backends import cuda_available, resolve_backend
-from pipeline.chat import Chat, vllm_parser
-from pipeline.common import (StageError, atomic_dir, console, fingerprint, rel, scrub, sha256_file, stage_main,
+from pipeline.lib.backends import cuda_available, resolve_backend
+from pipeline.lib.chat import Chat, vllm_parser
+from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, scrub, sha256_file, stage_main,
                              up_to_date, write_sidecar)
-from pipeline.generation import greedy
-from pipeline.models import load_tokenizer, resolve
+from pipeline.lib.generation import greedy
+from pipeline.lib.models import load_tokenizer, resolve
 from pipeline.recipe import Recipe, data_hashes
 
 STAGE = "export"
@@ -101,8 +101,8 @@ def eval_prompts(run_dir: Path, chat: Chat, n: int) -> list[str]:
 
 
 def model_card(recipe: Recipe, chat: Chat, run_dir: Path, check: dict, decoding: str) -> str:
-    report = run_dir / "eval" / "report.md"
-    table = "Run `make eval` to add the evaluation table."
+    report = run_dir / "evaluate" / "report.md"
+    table = "Run `make evaluate` to add the evaluation table."
     if report.is_file():
         table = report.read_text().split("## Failures")[0]
     hashes = "\n".join(f"- `{k}`: `{v}`" for k, v in data_hashes(recipe).items())
@@ -245,10 +245,10 @@ def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
-    adapter_in = run_dir / "train" / "adapter"
-    out = run_dir / "merged"
+    adapter_in = run_dir / "sft" / "adapter"
+    out = run_dir / "export"
     if not (adapter_in / "adapter_config.json").is_file():
-        raise StageError(f"run the train stage first: {rel(adapter_in)} is missing (make sft).")
+        raise StageError(f"run the sft stage first: {rel(adapter_in)} is missing (make sft).")
     inputs = [adapter_in / "adapter_model.safetensors", adapter_in / "adapter_config.json"]
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export",
                                                "trust_remote_code"))
@@ -283,11 +283,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             {"recipe": recipe.name, "base_16bit": base_16bit(recipe), "tool_format": chat.fmt,
              "vllm_tool_parser": vllm_parser(chat.fmt), "decoding": decoding,
              "chat_template_sha256": tpl_hash, "merge_check": check}, indent=2))
-
-    with atomic_dir(run_dir / "adapter") as tmp:
+        # The adapter alone, beside the merged model (vLLM --enable-lora, LoRAX): a subfolder no loader reads.
+        (tmp / "adapter").mkdir()
         for f in adapter_in.iterdir():
-            shutil.copy2(f, tmp / f.name)
-        (tmp / "chat_template.jinja").write_text(chat.template)
+            shutil.copy2(f, tmp / "adapter" / f.name)
+        (tmp / "adapter" / "chat_template.jinja").write_text(chat.template)
     console.print(f"export: merged {recipe.export.dtype} model in {rel(out)}; merge check "
                   f"{check['identical']}/{check['prompts']} identical, {len(check['near_ties'])} near-ties; serve with "
                   f"`vllm serve {rel(out)} --enable-auto-tool-choice --tool-call-parser {vllm_parser(chat.fmt)}`")

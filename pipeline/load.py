@@ -3,7 +3,7 @@
     python -m pipeline.load --recipe smollm2-135m-tools
 
 Prints the VRAM/time plan before any weights move, then loads the base with LoRA attached and writes
-runs/<RUN>/model/model.json: what was resolved and why, parameter counts, trainable LoRA parameters,
+runs/<RUN>/load/model.json: what was resolved and why, parameter counts, trainable LoRA parameters,
 memory after load.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.backends import compute_dtype, load_base, memory_now, param_counts, resolve_backend
-from pipeline.common import console, fingerprint, stage_main, up_to_date, versions, write_json_atomic, write_sidecar
-from pipeline.models import resolve
+from pipeline.lib.backends import compute_dtype, load_base, memory_now, param_counts, resolve_backend
+from pipeline.lib.common import console, fingerprint, stage_main, up_to_date, versions, write_json_atomic, write_sidecar
+from pipeline.lib.models import resolve
 from pipeline.recipe import Recipe
 
 STAGE = "load"
@@ -24,7 +24,7 @@ STAGE = "load"
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
-    out = run_dir / "model"
+    out = run_dir / "load"
     fp = fingerprint(recipe, STAGE, [], ("model", "tokenizer", "backend", "load_in_4bit", "dtype", "lora", "task", "seed",
                                        "trust_remote_code", "max_seq_length", "train.gradient_checkpointing"))
     if up_to_date(out, fp):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.common import console, rel, write_json_atomic
-from pipeline.hardware import GPUS, tokens_per_second
+from pipeline.lib.common import console, rel, write_json_atomic
+from pipeline.lib.hardware import GPUS, tokens_per_second
 from pipeline.recipe import ROOT, Recipe, RecipeError, fail, glob_paths, load, run_dir_for
 
 GIB = 1 << 30
@@ -241,7 +241,7 @@ def estimate(cfg: dict, recipe: Recipe, batch: int, seq: int, *, bits: int, grad
 def recipe_settings(recipe: Recipe) -> dict:
     """What training on a GPU will do with this recipe: the load and train stages' own
     `training_settings`, for the backend the recipe takes on an NVIDIA GPU."""
-    from pipeline.backends import gpu_backend, training_settings
+    from pipeline.lib.backends import gpu_backend, training_settings
 
     return training_settings(recipe, gpu_backend(recipe)).to_dict()
 
@@ -275,7 +275,7 @@ def make_it_fit(cfg: dict, recipe: Recipe, s: dict, capacity: float) -> str:
 
 def token_budget(recipe: Recipe, run_dir: Path | None) -> tuple[float | None, str]:
     """Training tokens over all epochs, and where the number comes from."""
-    report = run_dir / "tokens" / "report.json" if run_dir else None
+    report = run_dir / "count" / "report.json" if run_dir else None
     if report and report.is_file():
         try:
             r = json.loads(report.read_text())
@@ -325,7 +325,7 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
     """Mean tokens per conversation over `lines`, rendered with the run's template and counted with
     the model's tokenizer, where that tokenizer is on this machine (a local folder or the Hugging Face
     cache; nothing is downloaded). None where it is not, or the lines do not validate."""
-    from pipeline.models import BUILTIN, CACHE, in_hf_cache
+    from pipeline.lib.models import BUILTIN, CACHE, in_hf_cache
 
     name = recipe.tokenizer or recipe.model
     if name in BUILTIN:
@@ -336,8 +336,8 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
     if not local or not lines:
         return None
     try:
-        from pipeline.chat import Chat
-        from pipeline.models import load_tokenizer
+        from pipeline.lib.chat import Chat
+        from pipeline.lib.models import load_tokenizer
         from pipeline.validate import Schemas, check_line, normalize_tools
 
         tools: list = []

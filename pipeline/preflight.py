@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 
 from pipeline import recipe as recipe_mod
-from pipeline.common import StageError, console
+from pipeline.lib.common import StageError, console
 from pipeline.recipe import RecipeError
 
 
 def problems(recipe: recipe_mod.Recipe) -> list[str]:
-    from pipeline.backends import cuda_available, installed, resolve_backend
-    from pipeline.models import resolve
+    from pipeline.lib.backends import cuda_available, installed, resolve_backend
+    from pipeline.lib.models import resolve
 
     found = []
     if recipe.load_in_4bit and not cuda_available():

@@ -3,7 +3,7 @@
     python -m pipeline.recipe --recipe smollm2-135m-tools [key=value ...]   # print the resolved recipe
 
 A recipe file in recipes/ sets only what differs from the defaults below. Every field has a
-docstring (the string under it); `make help-recipe` prints them. Unknown keys, wrong types and
+docstring (the string under it); `python -m pipeline.recipe --help` says how to print a resolved recipe. Unknown keys, wrong types and
 impossible values are collected and reported together, each with the fix.
 """
 
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(e))
     text = resolved_yaml(recipe)
     if a.write:
-        from pipeline.common import write_text_atomic
+        from pipeline.lib.common import write_text_atomic
 
         target = run_dir / "recipe.yaml"
         if not target.exists() or target.read_text() != text:

@@ -10,11 +10,10 @@ import json
 
 from rich.table import Table
 
-from pipeline.common import console
+from pipeline.lib.common import console
 from pipeline.recipe import RecipeError, fail, run_dir_for
 
-STAGES = [("validate", "validate"), ("count", "tokens"), ("load", "model"), ("train", "train"),
-          ("export", "merged"), ("evaluate", "eval")]
+STAGES = ("validate", "count", "load", "sft", "export", "evaluate")  # each writes runs/<RUN>/<stage>/
 
 
 def main(argv=None) -> None:
@@ -30,8 +29,8 @@ def main(argv=None) -> None:
     for c in ("stage", "state", "wall time", "finished"):
         t.add_column(c)
     redone = 0
-    for stage, folder in STAGES:
-        side = run_dir / folder / "stage.json"
+    for stage in STAGES:
+        side = run_dir / stage / "stage.json"
         if not side.is_file():
             t.add_row(stage, "[red]missing[/]", "", "")
             continue
@@ -42,7 +41,7 @@ def main(argv=None) -> None:
     console.print(t)
     if a.since is not None and redone == 0:
         console.print("nothing changed (recipe, data, code): no stage was re-run.")
-    report = run_dir / "eval" / "report.md"
+    report = run_dir / "evaluate" / "report.md"
     if report.is_file():
         console.print(f"evaluation: {report}")
 

@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from pipeline.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar)
 from pipeline.recipe import Recipe, glob_paths
 
@@ -132,7 +132,7 @@ def signature_tools(messages: list) -> list[dict]:
     content = messages[0].get("content")
     if not isinstance(content, str) or "(" not in content:
         return []
-    from pipeline.signatures import parse_signatures
+    from pipeline.lib.signatures import parse_signatures
 
     return parse_signatures(content)
 

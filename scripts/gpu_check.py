@@ -11,16 +11,16 @@ the built-in model is available, else a minimal one built with `tokenizers`), sa
 safetensors in a temporary folder, and trains LoRA (r=16, alpha=32, rsLoRA, all seven projections)
 on synthetic data (random token ids, batch 4 x 1024, labels masked on the first half of each row):
 
-  hf_bf16_lora        the repo's path: pipeline.backends.load_base(backend=hf), bf16, PackCollator, SFTTrainer
+  hf_bf16_lora        the repo's path: pipeline.lib.backends.load_base(backend=hf), bf16, PackCollator, SFTTrainer
   hf_4bit_lora        the same with bitsandbytes NF4 (load_in_4bit)
   baseline_trl_plain  "the plain script": AutoModelForCausalLM bf16 + SFTTrainer(peft_config=LoraConfig),
                       TRL's default collator, no packing
   unsloth_4bit_lora   load_base(backend=unsloth): FastLanguageModel 4-bit + get_peft_model, padded batches
-                      (what pipeline/train.py does with unsloth)
+                      (what pipeline/sft.py does with unsloth)
 
 For each: tokens/s after `--warmup` steps (wall time between step ends, data collation and optimizer
 included), peak VRAM (torch.cuda.max_memory_allocated, load + train), the loss at every step, and
-MFU = tokens/s * 4 * N_params / peak dense bf16 FLOP/s (pipeline.hardware's LoRA cost model: forward
+MFU = tokens/s * 4 * N_params / peak dense bf16 FLOP/s (pipeline.lib.hardware's LoRA cost model: forward
 2N + backward through the activations 2N, attention FLOPs not counted). Then the 4-bit path end to
 end per 4-bit backend (e2e_hf_4bit, e2e_unsloth_4bit): load 4-bit, train a few steps, save the
 adapter, and export the way pipeline/export.py does (16-bit base + adapter, merge_and_unload, save,
@@ -124,8 +124,8 @@ def count_params(cfg: dict) -> int:
 
 
 def gpu_peak_flops(name: str | None) -> tuple[str | None, float | None]:
-    """(GPU class, dense bf16 FLOP/s) from the device name, using pipeline.hardware.GPUS; (None, None) if unknown."""
-    from pipeline.hardware import GPUS
+    """(GPU class, dense bf16 FLOP/s) from the device name, using pipeline.lib.hardware.GPUS; (None, None) if unknown."""
+    from pipeline.lib.hardware import GPUS
 
     n = (name or "").lower()
     if "h100" in n and "pcie" in n:
@@ -257,7 +257,7 @@ def load_tokenizer_source(tokenizer_dir: str | None = None) -> tuple[object, str
     try:
         from transformers import AutoTokenizer
 
-        from pipeline.models import builtin_dir
+        from pipeline.lib.models import builtin_dir
 
         d = Path(tokenizer_dir) if tokenizer_dir else builtin_dir("builtin:smollm2-135m-instruct")
         tok = AutoTokenizer.from_pretrained(d)
@@ -350,13 +350,13 @@ def _sft_config(ctx: dict, outdir: Path, steps: int, lr: float, dtype, **extra):
 
 
 def train_repo_style(model, tok, rows, collator, ctx: dict, outdir: Path, steps: int, lr: float) -> dict:
-    """Like pipeline/train.py: SFTTrainer (with its CPU fallback loss) and the repo's collator; or a plain loop."""
+    """Like pipeline/sft.py: SFTTrainer (with its CPU fallback loss) and the repo's collator; or a plain loop."""
     if not use_trainer(ctx):
         return plain_loop(model, rows, collator, ctx, steps, lr)
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from pipeline.train import make_trainer_class
+    from pipeline.sft import make_trainer_class
 
     clock = _clock()(ctx["device"])
     args = _sft_config(ctx, outdir, steps, lr, model.dtype, remove_unused_columns=False,
@@ -397,13 +397,13 @@ def plain_loop(model, rows, collator, ctx: dict, steps: int, lr: float) -> dict:
 
 
 def _repo_model(ctx: dict, backend: str, load_in_4bit: bool):
-    from pipeline.backends import load_base
+    from pipeline.lib.backends import load_base
 
     return load_base(make_recipe(ctx, backend, load_in_4bit), backend)
 
 
 def _collator(tok, model, mode: str, stats: dict):
-    from pipeline.packing import PackCollator
+    from pipeline.lib.packing import PackCollator
 
     attn = getattr(model.config, "_attn_implementation", "sdpa")
     return PackCollator(pad_id=tok.pad_token_id, mode=mode, max_pack_tokens=8192,
@@ -426,7 +426,7 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
         from transformers import AutoModelForCausalLM
         from trl import SFTTrainer
 
-        from pipeline.train import make_trainer_class
+        from pipeline.sft import make_trainer_class
 
         dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         model = AutoModelForCausalLM.from_pretrained(ctx["model_dir"], dtype=dtype,
@@ -454,15 +454,15 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
             backend = "cpu" if backend == "hf" else backend
         four_bit = name != "hf_bf16_lora"
         model, tok = _repo_model(ctx, backend, four_bit)
-        # pipeline/train.py: Unsloth takes no custom block mask, so it trains on padded batches.
+        # pipeline/sft.py: Unsloth takes no custom block mask, so it trains on padded batches.
         mode = "none" if backend == "unsloth" else "shared_prefix"
-        rec.update(backend=f"pipeline.backends.load_base(backend={backend}, load_in_4bit={four_bit})",
+        rec.update(backend=f"pipeline.lib.backends.load_base(backend={backend}, load_in_4bit={four_bit})",
                    dtype=str(model.dtype).replace("torch.", ""), collator=f"PackCollator(mode={mode})",
                    load_s=time.perf_counter() - t0)
         _after_load(rec, device)
         out = train_repo_style(model, tok, rows, _collator(tok, model, mode, stats), ctx, workdir / "trainer", steps, ctx["lr"])
         computed_per_step = stats["computed_tokens"] / max(1, stats["conversations"]) * ctx["batch"] if stats else None
-    from pipeline.backends import param_counts
+    from pipeline.lib.backends import param_counts
 
     real_per_step = ctx["batch"] * ctx["seq_len"]
     tps = steady_rate(out["step_s"], ctx["warmup"], real_per_step)
@@ -554,7 +554,7 @@ def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
 def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
     """`make train`'s six stages through their real entry points: the default recipe's data and
     Hermes template on this check's random model, with the backend (4-bit on CUDA) the name says."""
-    from pipeline import count, evaluate, export, load, train, validate
+    from pipeline import count, evaluate, export, load, sft, validate
 
     backend = {"chain_hf_4bit": "hf", "chain_unsloth_4bit": "unsloth", SMOKE_CHAIN: "cpu"}[name]
     os.environ["TOOLTUNE_RUNS"] = str(workdir / "runs")
@@ -565,7 +565,7 @@ def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
             "lora.top_layers=4", "eval.max_turns=8", "eval.batch_size=8", f"eval.max_new_tokens={ctx['max_new_tokens'] * 3}",
             "export.check_prompts=4"]
     rec: dict = {"backend": backend, "load_in_4bit": backend != "cpu", "stage_s": {}}
-    for module in (validate, count, load, train, export, evaluate):
+    for module in (validate, count, load, sft, export, evaluate):
         stage = module.__name__.rsplit(".", 1)[-1]
         t0 = time.perf_counter()
         err = io.StringIO()
@@ -580,10 +580,10 @@ def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
             sys.stderr.write(err.getvalue())
         rec["stage_s"][stage] = time.perf_counter() - t0
     run = workdir / "runs" / name
-    model_json = json.loads((run / "model/model.json").read_text())
-    merged = json.loads((run / "merged/stage.json").read_text())["figures"]
-    report = json.loads((run / "eval/report.json").read_text())
-    log = [json.loads(x) for x in (run / "train/log.jsonl").read_text().splitlines() if x.strip()]
+    model_json = json.loads((run / "load/model.json").read_text())
+    merged = json.loads((run / "export/stage.json").read_text())["figures"]
+    report = json.loads((run / "evaluate/report.json").read_text())
+    log = [json.loads(x) for x in (run / "sft/log.jsonl").read_text().splitlines() if x.strip()]
     losses = [e["loss"] for e in log if "loss" in e]
     check = merged["merge_check"]
     why = []
@@ -593,13 +593,13 @@ def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
         why.append(f"training losses missing or not finite: {losses}")
     if check.get("mismatches"):
         why.append(f"{len(check['mismatches'])}/{check['prompts']} merged greedy generations differ")
-    if not any((run / "merged").glob("*.safetensors")):
+    if not any((run / "export").glob("*.safetensors")):
         why.append("no merged safetensors")
     rec.update(status="ok", passed=not why, why_failed="; ".join(why) or None, losses=losses, merge_check=check,
                model_json={k: model_json.get(k) for k in ("backend", "why", "dtype", "quantization", "parameters",
                                                           "memory_after_load", "load_seconds")},
                train_log_tail=log[-3:], eval={k: report.get(k) for k in ("base", "tuned")},
-               merged_files=sorted(p.name for p in (run / "merged").iterdir()))
+               merged_files=sorted(p.name for p in (run / "export").iterdir()))
     return rec
 
 

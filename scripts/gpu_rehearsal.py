@@ -7,15 +7,15 @@
 Random weights at the base model's real shape (its config.json: Llama 3.1 8B by default), saved in
 16 bits, then, each in its own process (importing Unsloth patches transformers):
 
-  unsloth   pipeline.backends.load_base(backend=unsloth): NF4 + Unsloth's kernels and checkpointing
-  hf        pipeline.backends.load_base(backend=hf): bitsandbytes NF4 + PEFT, TRL's trainer
+  unsloth   pipeline.lib.backends.load_base(backend=unsloth): NF4 + Unsloth's kernels and checkpointing
+  hf        pipeline.lib.backends.load_base(backend=hf): bitsandbytes NF4 + PEFT, TRL's trainer
   plain     the plain TRL + PEFT script: 4-bit AutoModelForCausalLM, SFTTrainer(peft_config=...), TRL's
             defaults (its collator, its gradient checkpointing)
   export    pipeline.export.merge_checked on the 8B: 16-bit base + the unsloth part's adapter, merge,
             save, reload, greedy check; timed
 
 Each training part runs the recipe's own batch, sequence length, LoRA, optimizer and checkpointing
-(pipeline.train.sft_config with the stage's resolved settings), `--warmup` + `--steps` micro-batches
+(pipeline.sft.sft_config with the stage's resolved settings), `--warmup` + `--steps` micro-batches
 of full-length rows, and records tokens/s after the warmup, the peak memory PyTorch allocated and
 reserved, and the plan's estimate for the same settings (pipeline.plan.estimate): plan vs measured.
 The figures are compared with torchtune's Llama 3.1 8B QLoRA on an RTX 4090 (2,413 tokens/s, 7.4 GiB
@@ -116,7 +116,7 @@ def build(ctx: dict) -> dict:
 
 def plan_for(ctx: dict, recipe, backend: str) -> dict:
     """The plan's estimate for exactly the settings this part trains with."""
-    from pipeline.backends import training_settings
+    from pipeline.lib.backends import training_settings
     from pipeline.plan import estimate
 
     cfg = json.loads((Path(ctx["model_dir"]) / "config.json").read_text())
@@ -130,7 +130,7 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     import torch
     from gpu_check import _clock, make_rows, steady_rate
 
-    from pipeline.backends import prepare_backend, training_settings
+    from pipeline.lib.backends import prepare_backend, training_settings
 
     backend = {"unsloth": "unsloth", "hf": "hf", "plain": "hf"}[part]
     if ctx["smoke"]:
@@ -139,8 +139,8 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from pipeline.packing import PackCollator
-    from pipeline.train import make_trainer_class, sft_config
+    from pipeline.lib.packing import PackCollator
+    from pipeline.sft import make_trainer_class, sft_config
 
     recipe = recipe_for(ctx, backend)
     s = training_settings(recipe, backend)
@@ -168,7 +168,7 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
         trainer_kw = dict(peft_config=peft)
         plan = plan_for(ctx, recipe, "hf")
     else:
-        from pipeline.backends import load_base
+        from pipeline.lib.backends import load_base
 
         model, tok = load_base(recipe, backend)
         load_s = time.perf_counter() - t0

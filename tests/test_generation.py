@@ -1,6 +1,6 @@
 """Generation with the shared prompt prefix computed once equals plain batched generation."""
 
-from pipeline.generation import greedy
+from pipeline.lib.generation import greedy
 
 
 def test_shared_prefix_generation_equals_plain(tiny_model_dir):

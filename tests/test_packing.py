@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.packing import IGNORE, PackCollator, common_prefix
-from pipeline.train import trained_positions_loss
+from pipeline.lib.packing import IGNORE, PackCollator, common_prefix
+from pipeline.sft import trained_positions_loss
 
 
 def conversations(tok, n=4, prefix_words=40):

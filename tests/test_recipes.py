@@ -54,7 +54,7 @@ def test_no_fit_names_a_fix():
 
 def test_token_report_is_preferred(tmp_path):
     r = load("llama31-8b-tools")
-    (tmp_path / "tokens").mkdir()
-    (tmp_path / "tokens" / "report.json").write_text(json.dumps({"tokens_per_epoch": 1_000_000}))
+    (tmp_path / "count").mkdir()
+    (tmp_path / "count" / "report.json").write_text(json.dumps({"tokens_per_epoch": 1_000_000}))
     p = plan.plan(r, tmp_path)
     assert p["time"]["tokens"] == 3_000_000 and p["time"]["basis"].startswith("counted")

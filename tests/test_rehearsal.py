@@ -15,8 +15,8 @@ import shutil
 
 import pytest
 
-from pipeline import count, evaluate, export, load, train, validate
-from pipeline.backends import TrainSettings, gpu_backend, training_settings
+from pipeline import count, evaluate, export, load, sft, validate
+from pipeline.lib.backends import TrainSettings, gpu_backend, training_settings
 from pipeline.recipe import load as load_recipe
 
 from miniature import BASES, build, cache_repo
@@ -41,7 +41,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def rehearse(name: str, args: list[str]) -> None:
-    for module in (validate, count, load, train, export, evaluate):
+    for module in (validate, count, load, sft, export, evaluate):
         module.main(["--recipe", name, "--run", "rehearsal", *args])
 
 
@@ -67,14 +67,14 @@ def test_recipe_rehearsal(name, runs_dir, hub_cache, tmp_path, request):
     resolved = load_recipe(name, args)
 
     # The merged export loads as a user's server loads it, and its generation config is valid.
-    merged = run / "merged"
+    merged = run / "export"
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert type(model).__name__ == AutoConfig.from_pretrained(mini).architectures[0]
     gen = GenerationConfig.from_pretrained(merged)
     gen.validate(strict=True)
     tok = AutoTokenizer.from_pretrained(merged)
     info = json.loads((merged / "tooltune.json").read_text())
-    from pipeline.chat import Chat
+    from pipeline.lib.chat import Chat
 
     eot = tok.convert_tokens_to_ids(Chat(tok, (merged / "chat_template.jinja").read_text(), info["tool_format"]).eot)
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
@@ -93,13 +93,13 @@ def test_recipe_rehearsal(name, runs_dir, hub_cache, tmp_path, request):
     assert not side["figures"]["merge_check"]["mismatches"]
 
     # Training ran with the settings the plan describes (one function decides both).
-    figures = json.loads((run / "train" / "figures.json").read_text())
+    figures = json.loads((run / "sft" / "figures.json").read_text())
     assert figures["settings"] == training_settings(resolved, "cpu").to_dict()
     assert figures["settings"]["grad_ckpt"] == recipe.train.gradient_checkpointing
 
     # The eval scored the merged export and the base's 16-bit checkpoint, neither quantized.
-    report = json.loads((run / "eval" / "report.json").read_text())
-    assert report["models"]["tuned"]["model"].endswith("merged") and not report["models"]["tuned"]["quantized"]
+    report = json.loads((run / "evaluate" / "report.json").read_text())
+    assert report["models"]["tuned"]["model"].endswith("export") and not report["models"]["tuned"]["quantized"]
     assert not report["models"]["base"]["quantized"]
     if name in BASES:
         assert report["models"]["base"]["model"] == export.base_16bit(recipe)
@@ -141,7 +141,7 @@ def test_the_eval_never_loads_a_model_quantized(fixtures_dir, tmp_path):
     4-bit recipe's own loading would do), on a GPU as on a CPU."""
     import torch
 
-    from pipeline.common import StageError
+    from pipeline.lib.common import StageError
 
     recipe = load_recipe("llama31-8b-tools")
     assert recipe.load_in_4bit
@@ -166,7 +166,7 @@ def test_plan_and_training_use_one_set_of_settings(name, tmp_path):
     """`make plan` and the train stage take checkpointing, packing, batch and the optimizer from one
     resolved recipe; the Unsloth and TRL sides both turn checkpointing on when the plan counts on it."""
     from pipeline import plan
-    from pipeline.backends import unsloth_peft_kwargs
+    from pipeline.lib.backends import unsloth_peft_kwargs
 
     recipe = load_recipe(name)
     p = plan.plan(recipe)
@@ -174,10 +174,10 @@ def test_plan_and_training_use_one_set_of_settings(name, tmp_path):
     assert p["settings"] == settings.to_dict()
     assert settings.grad_ckpt, f"{name}: the GPU recipes fit their card only with gradient checkpointing"
     assert unsloth_peft_kwargs(recipe, settings, 32)["use_gradient_checkpointing"] == "unsloth"
-    cfg = train.sft_config(recipe, settings, tmp_path, use_cpu=False)
+    cfg = sft.sft_config(recipe, settings, tmp_path, use_cpu=False)
     assert cfg.gradient_checkpointing is False  # Unsloth checkpoints itself; the Trainer must not do it twice
     hf = training_settings(recipe, "hf")
-    assert train.sft_config(recipe, hf, tmp_path, use_cpu=False).gradient_checkpointing is True
+    assert sft.sft_config(recipe, hf, tmp_path, use_cpu=False).gradient_checkpointing is True
     assert cfg.per_device_train_batch_size == settings.batch and cfg.optim == recipe.train.optim
     if name in ("llama31-8b-tools", "qwen25-7b-tools", "mistral-7b-tools", "phi35-mini-tools", "llama2-13b-tools"):
         assert p["gpus"]["rtx4090"]["fits"], f"{name}: {p['total_gib']} GiB does not fit an RTX 4090"
@@ -209,11 +209,11 @@ def test_unsloth_is_imported_before_trl_transformers_and_peft(tmp_path, runs_dir
         f"json.dump(sorted(m for m in ('transformers', 'trl', 'peft', 'datasets') if m in sys.modules), open({str(record)!r}, 'w'))\n"
         "raise SystemExit(3)\n")
     run = runs_dir / "u"
-    (run / "tokens").mkdir(parents=True)
-    (run / "tokens" / "train.tokens.jsonl").write_text('{"id": "a", "input_ids": [1, 2], "mask": [0, 1]}\n')
-    (run / "tokens" / "stage.json").write_text("{}")
-    code = ("from pipeline import train; from pipeline.recipe import load; from pathlib import Path; "
-            f"train.run(load('smollm2-135m-tools', ['backend=unsloth']), Path({str(run)!r}))")
+    (run / "count").mkdir(parents=True)
+    (run / "count" / "train.tokens.jsonl").write_text('{"id": "a", "input_ids": [1, 2], "mask": [0, 1]}\n')
+    (run / "count" / "stage.json").write_text("{}")
+    code = ("from pipeline import sft; from pipeline.recipe import load; from pathlib import Path; "
+            f"sft.run(load('smollm2-135m-tools', ['backend=unsloth']), Path({str(run)!r}))")
     env = {**__import__("os").environ, "PYTHONPATH": f"{stub.parent}:{ROOT}"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr[-2000:]

@@ -2,7 +2,7 @@
 secrets in the environment, conversations longer than max_seq_length.
 
 Everything runs on the tiny random Llama of conftest.py, through the real stage entry points (and, for
-the kill, the real `python -m pipeline.train` in a subprocess).
+the kill, the real `python -m pipeline.sft` in a subprocess).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import common, count, evaluate, export, load, train, validate
+from pipeline import count, evaluate, export, load, sft, validate
+from pipeline.lib import common
 from pipeline import recipe as recipe_mod
 from pipeline.recipe import ROOT, RecipeError
 
@@ -82,7 +83,7 @@ def chain(one_thread, tiny_model_dir, tmp_path_factory) -> Path:
         for k, v in SECRETS.items():
             mp.setenv(k, v)
         took = {}
-        for module in (validate, count, load, train, export, evaluate):
+        for module in (validate, count, load, sft, export, evaluate):
             t0 = time.time()
             stage(module, "full", args)
             took[module.STAGE] = round(time.time() - t0, 1)
@@ -100,12 +101,12 @@ def test_kill_9_mid_training_resumes_to_the_same_adapter(chain, tiny_model_dir, 
     args = tiny_args(tiny_model_dir)
     run = runs_dir / "R"
     run.mkdir(parents=True)
-    for d in ("validate", "tokens"):  # the same validate + count outputs as the chain's (saves their run time)
+    for d in ("validate", "count"):  # the same validate + count outputs as the chain's (saves their run time)
         shutil.copytree(chain / d, run / d)
     env = {**os.environ, "TOOLTUNE_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pipeline.train", "--recipe", RECIPE, "--run", "R", *args]
-    ckpts = run / "train" / "checkpoints"
+    cmd = [sys.executable, "-m", "pipeline.sft", "--recipe", RECIPE, "--run", "R", *args]
+    ckpts = run / "sft" / "checkpoints"
 
     first_out = run.parent / "first-train.out"
     with open(first_out, "wb") as out:
@@ -123,25 +124,25 @@ def test_kill_9_mid_training_resumes_to_the_same_adapter(chain, tiny_model_dir, 
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
     partial = sorted(p.name for p in (ckpts / "checkpoint-4").iterdir()) if (ckpts / "checkpoint-4").exists() else None
-    assert not (run / "train" / "adapter").exists(), "a killed run must leave no final adapter"
-    assert not (run / "train" / "stage.json").exists(), "a killed run must leave no stage.json"
-    lines_before = len(read_log(run / "train" / "log.jsonl"))
+    assert not (run / "sft" / "adapter").exists(), "a killed run must leave no final adapter"
+    assert not (run / "sft" / "stage.json").exists(), "a killed run must leave no stage.json"
+    lines_before = len(read_log(run / "sft" / "log.jsonl"))
 
     # The same command again, to completion (in-process: same entry point, saves a torch import).
-    stage(train, "R", args)
-    figures = json.loads((run / "train" / "figures.json").read_text())
+    stage(sft, "R", args)
+    figures = json.loads((run / "sft" / "figures.json").read_text())
     assert figures["resumed"] is True
     assert figures["steps"] == STEPS
-    side = json.loads((run / "train" / "stage.json").read_text())
+    side = json.loads((run / "sft" / "stage.json").read_text())
     assert side["figures"]["steps"] == STEPS
-    assert (run / "train" / "adapter" / "adapter_model.safetensors").is_file()
-    after = read_log(run / "train" / "log.jsonl")[lines_before:]
+    assert (run / "sft" / "adapter" / "adapter_model.safetensors").is_file()
+    after = read_log(run / "sft" / "log.jsonl")[lines_before:]
     assert after and after[0]["step"] > 2, f"did not resume from a checkpoint: {after[:1]}"
     assert after[-1]["step"] == STEPS
 
     # Same settings, uninterrupted (the chain fixture): the adapters must agree.
-    a = load_file(run / "train" / "adapter" / "adapter_model.safetensors")
-    b = load_file(chain / "train" / "adapter" / "adapter_model.safetensors")
+    a = load_file(run / "sft" / "adapter" / "adapter_model.safetensors")
+    b = load_file(chain / "sft" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     max_abs = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     scale = max(float(b[k].float().abs().max()) for k in b)
@@ -159,11 +160,11 @@ def test_a_checkpoint_cut_off_mid_write_is_skipped(chain, tiny_model_dir, runs_d
     """Deterministic version of the race above: the newest checkpoint folder exists but is incomplete."""
     run = runs_dir / "P"
     run.mkdir(parents=True)
-    for d in ("validate", "tokens"):
+    for d in ("validate", "count"):
         shutil.copytree(chain / d, run / d)
     args = tiny_args(tiny_model_dir)
-    ckpts = run / "train" / "checkpoints"
-    shutil.copytree(chain / "train" / "checkpoints", ckpts)
+    ckpts = run / "sft" / "checkpoints"
+    shutil.copytree(chain / "sft" / "checkpoints", ckpts)
     # the chain kept checkpoint-4 and checkpoint-6; make 6 look cut off (no trainer_state, no optimizer)
     names = sorted(p.name for p in ckpts.glob("checkpoint-*"))
     assert names == ["checkpoint-4", "checkpoint-6"], names
@@ -171,22 +172,22 @@ def test_a_checkpoint_cut_off_mid_write_is_skipped(chain, tiny_model_dir, runs_d
     (ckpts / "checkpoint-6" / "optimizer.pt").unlink()
     # The stamp must carry this run's training fingerprint (it covers the run folder's path), as if this
     # run had written the checkpoints: record it when train computes it.
-    real_fp = train.fingerprint
+    real_fp = sft.fingerprint
 
     def stamping_fp(*a, **kw):
         fp = real_fp(*a, **kw)
         (ckpts / "fingerprint.txt").write_text(fp)
         return fp
 
-    monkeypatch.setattr(train, "fingerprint", stamping_fp)
+    monkeypatch.setattr(sft, "fingerprint", stamping_fp)
     capsys.readouterr()
-    stage(train, "P", args)
+    stage(sft, "P", args)
     out = capsys.readouterr().out
     assert "another configuration" not in out
     assert "checkpoint-6 was cut off" in out
-    figures = json.loads((run / "train" / "figures.json").read_text())
+    figures = json.loads((run / "sft" / "figures.json").read_text())
     assert figures["resumed"] and figures["steps"] == STEPS
-    assert read_log(run / "train" / "log.jsonl")[0]["step"] == 5
+    assert read_log(run / "sft" / "log.jsonl")[0]["step"] == 5
 
 
 # --- 2. export dies half-way ---------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     shutil.copytree(chain, run)
     args = tiny_args(tiny_model_dir)
     real_greedy = export.greedy
-    merged = run / "merged"
+    merged = run / "export"
 
     def failing(kind):
         def fake(model, tok, prompts, *a, label=None, **kw):
@@ -210,11 +211,10 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
         return fake
 
     # (a) no merged/ yet; Ctrl-C in the middle (also stands for any exception: atomic_dir cleans up on
-    # BaseException) while a kill -9 of an earlier try left .merged.tmp behind
-    shutil.rmtree(merged)
-    shutil.rmtree(run / "adapter")
-    (run / ".merged.tmp").mkdir()
-    (run / ".merged.tmp" / "model.safetensors").write_bytes(b"half a file")
+    # BaseException) while a kill -9 of an earlier try left .export.tmp behind
+    shutil.rmtree(merged)  # the merged model and the adapter beside it
+    (run / ".export.tmp").mkdir()
+    (run / ".export.tmp" / "model.safetensors").write_bytes(b"half a file")
     monkeypatch.setattr(export, "greedy", failing("ctrl-c"))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
@@ -223,12 +223,11 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     err = capsys.readouterr().err
     assert "interrupted; run the same command again" in err and "Traceback" not in err
     assert not merged.exists(), "a half-written merged/ was left behind"
-    assert not (run / ".merged.tmp").exists() and not (run / ".merged.old").exists()
-    assert not (run / "adapter").exists()
+    assert not (run / ".export.tmp").exists() and not (run / ".export.old").exists()
 
     # (b) merged/ exists but its stage.json does not match (and its weights are junk): the export
     # reruns; when it fails on the way (merge-check mismatch), the old folder stays untrusted
-    shutil.copytree(chain / "merged", merged)
+    shutil.copytree(chain / "export", merged)
     side = json.loads((merged / "stage.json").read_text())
     side["fingerprint"] = "0" * 64
     stale = json.dumps(side)
@@ -241,7 +240,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     err = capsys.readouterr().err
     assert "does not generate what the adapter model does" in err and "Traceback" not in err
     assert (merged / "stage.json").read_text() == stale, "the failed export must not vouch for merged/"
-    assert not (run / ".merged.tmp").exists()
+    assert not (run / ".export.tmp").exists()
 
     # (c) the next run rebuilds merged/ completely
     monkeypatch.setattr(export, "greedy", real_greedy)
@@ -252,8 +251,8 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
         assert (merged / f).is_file(), f
     fp = json.loads((merged / "stage.json").read_text())["fingerprint"]
     assert fp != "0" * 64 and common.up_to_date(merged, fp)
-    assert not (run / ".merged.tmp").exists() and not (run / ".merged.old").exists()
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (run / ".export.tmp").exists() and not (run / ".export.old").exists()
+    assert (run / "export" / "adapter" / "adapter_model.safetensors").is_file()
     from safetensors.torch import load_file
 
     assert load_file(merged / "model.safetensors"), "model.safetensors was rebuilt"
@@ -268,11 +267,11 @@ def test_merge_check_in_16_bit_compute_allows_for_its_own_noise(chain, tiny_mode
     the gap now widens to twice the logit noise measured between the two models."""
     run = runs_dir / "B"
     shutil.copytree(chain, run)
-    shutil.rmtree(run / "merged")
+    shutil.rmtree(run / "export")
     monkeypatch.setattr(export, "check_dtype", lambda model, dtype, on_gpu: dtype)
     stage(export, "B", tiny_args(tiny_model_dir) + ["export.dtype=bfloat16", "export.check_new_tokens=32",
                                                      "export.check_prompts=8"])
-    check = json.loads((run / "merged" / "stage.json").read_text())["figures"]["merge_check"]
+    check = json.loads((run / "export" / "stage.json").read_text())["figures"]["merge_check"]
     assert check["check_dtype"] == "bfloat16" and check["prompts"] >= 4 and not check["mismatches"]
     assert check["near_tie_threshold"] == max(export.NEAR_TIE, 2 * check["merge_logit_error"])
     assert 0 < check["merge_logit_error"] < check["adapter_logit_effect"]
@@ -283,7 +282,7 @@ def test_a_merge_that_loses_the_adapter_is_refused(chain, tiny_model_dir, runs_d
 
     run = runs_dir / "D"
     shutil.copytree(chain, run)
-    shutil.rmtree(run / "merged")
+    shutil.rmtree(run / "export")
     monkeypatch.setattr(LoraModel, "merge_and_unload", lambda self, *a, **kw: self.unload())  # drops the adapter
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
@@ -291,8 +290,8 @@ def test_a_merge_that_loses_the_adapter_is_refused(chain, tiny_model_dir, runs_d
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "does not carry the adapter faithfully" in err and "Traceback" not in err
-    assert not (run / "merged").exists()
-    fp32 = json.loads((chain / "merged" / "stage.json").read_text())["figures"]["merge_check"]
+    assert not (run / "export").exists()
+    fp32 = json.loads((chain / "export" / "stage.json").read_text())["figures"]["merge_check"]
     assert fp32["check_dtype"] == "float32" and fp32["merge_logit_error"] < fp32["adapter_logit_effect"] / 2
 
 
@@ -323,7 +322,7 @@ def test_bad_recipe_one_clear_message(overrides, message, runs_dir, capsys):
     assert len(exc.value.problems) == 1 and message in exc.value.problems[0], exc.value.problems
     capsys.readouterr()
     with pytest.raises(SystemExit) as sysexit:
-        stage(train, "bad", overrides)
+        stage(sft, "bad", overrides)
     assert sysexit.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("error:") == 1 and "Traceback" not in err
@@ -344,7 +343,7 @@ def test_every_problem_listed_together(runs_dir, capsys):
     assert len(problems) == 5, problems
     capsys.readouterr()
     with pytest.raises(SystemExit) as sysexit:
-        stage(train, "bad", overrides)
+        stage(sft, "bad", overrides)
     assert sysexit.value.code == 2
     err = capsys.readouterr().err
     assert "5 problem(s)" in err and err.count("error:") == 1 and "Traceback" not in err
@@ -380,7 +379,7 @@ def test_traversal_through_the_cli_writes_nothing(runs_dir, tmp_path, capsys):
 # --- 4. secrets in the environment never reach the disk ------------------------------------------------
 
 def test_no_secret_in_any_file_of_the_run(chain):
-    assert (chain / "eval" / "stage.json").is_file(), "the chain ran to the end"
+    assert (chain / "evaluate" / "stage.json").is_file(), "the chain ran to the end"
     n = assert_no_secrets(chain)
     assert n > 30
 
@@ -400,17 +399,17 @@ def test_max_seq_length_below_the_prompt_is_refused_by_count(chain, tiny_model_d
         err = capsys.readouterr().err
         assert "longer than max_seq_length=64" in err and "cut assistant tokens" in err, err
         assert "Traceback" not in err
-        assert not (run / "tokens" / "stage.json").exists()
+        assert not (run / "count" / "stage.json").exists()
     # and training refuses to start from the tokens of a count that failed
     with pytest.raises(SystemExit) as exc:
-        stage(train, "S", args)
+        stage(sft, "S", args)
     assert exc.value.code == 2
     assert "run the count stage first" in capsys.readouterr().err
 
 
 def test_out_of_memory_message_names_the_keys_to_change():
     from pipeline.recipe import load
-    from pipeline.train import out_of_memory_message
+    from pipeline.sft import out_of_memory_message
 
     msg = out_of_memory_message(load("llama31-8b-tools"))
     assert "train.batch_size=2 train.grad_accum=8" in msg and "max_seq_length=2048" in msg

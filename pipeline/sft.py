@@ -1,9 +1,9 @@
 """Stage 4, train: LoRA SFT on the assistant turns only, resumable.
 
-    python -m pipeline.train --recipe smollm2-135m-tools [train.lr=5e-4 ...]
+    python -m pipeline.sft --recipe smollm2-135m-tools [train.lr=5e-4 ...]
 
 Reads the count stage's token ids and loss masks (no second tokenization), audits the mask, and
-trains with TRL's SFTTrainer. Writes runs/<RUN>/train/:
+trains with TRL's SFTTrainer. Writes runs/<RUN>/sft/:
   checkpoints/   resumable state (adapter, optimizer, scheduler, RNG, data position) every save_steps
   adapter/       the final LoRA adapter
   log.jsonl      one line per logging step (loss, learning rate, tokens/s)
@@ -21,14 +21,14 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.backends import (TrainSettings, cpu_has_bf16, load_base, memory_now, optimizer_name, param_counts,
+from pipeline.lib.backends import (TrainSettings, cpu_has_bf16, load_base, memory_now, optimizer_name, param_counts,
                                prepare_backend, resolve_backend, training_settings)
-from pipeline.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
+from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
                              write_json_atomic, write_sidecar, write_text_atomic)
-from pipeline.packing import IGNORE, PackCollator
+from pipeline.lib.packing import IGNORE, PackCollator
 from pipeline.recipe import Recipe
 
-STAGE = "train"
+STAGE = "sft"
 
 
 def read_tokens(path: Path) -> list[dict]:
@@ -174,9 +174,9 @@ def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
-    out = run_dir / "train"
-    tokens = run_dir / "tokens" / "train.tokens.jsonl"
-    if not tokens.is_file() or not (run_dir / "tokens" / "stage.json").is_file():
+    out = run_dir / "sft"
+    tokens = run_dir / "count" / "train.tokens.jsonl"
+    if not tokens.is_file() or not (run_dir / "count" / "stage.json").is_file():
         raise StageError(f"run the count stage first: {rel(tokens.parent / 'stage.json')} is missing (make count).")
     fp = fingerprint(recipe, STAGE, [tokens], ("model", "tokenizer", "chat_template", "tool_format", "backend",
                                                "load_in_4bit", "dtype", "cpu_bf16", "max_seq_length", "seed", "task", "lora", "train",
@@ -195,7 +195,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     settings = training_settings(recipe, backend)
     set_seed(recipe.seed)
     model, tok = load_base(recipe, backend)
-    from pipeline.chat import Chat
+    from pipeline.lib.chat import Chat
 
     chat = Chat.for_recipe(recipe, tok)
     eot_id = tok.convert_tokens_to_ids(chat.eot) if chat.eot in tok.get_vocab() else None
@@ -304,7 +304,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "cpu_bf16_autocast": bool(use_cpu and autocast),
     }
     write_json_atomic(out / "figures.json", figures)
-    t = Table(title="train", show_header=False)
+    t = Table(title="sft", show_header=False)
     for k in ("backend", "packing", "steps", "final_loss", "train_seconds", "conversations_per_s", "real_tokens_per_s", "padding_share"):
         t.add_row(k, str(figures[k]))
     console.print(t)

@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from pipeline.common import StageError, atomic_dir, console
+from pipeline.lib.common import StageError, atomic_dir, console
 from pipeline.recipe import ROOT, Recipe
 
 CACHE = Path(os.environ.get("TOOLTUNE_CACHE", ROOT / ".cache"))

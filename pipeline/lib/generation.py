@@ -20,7 +20,7 @@ import copy
 
 from rich.progress import Progress
 
-from pipeline.common import console
+from pipeline.lib.common import console
 
 MIN_PREFIX = 16
 

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.common import StageError
+from pipeline.lib.common import StageError
 from pipeline.recipe import Recipe, resolve_path
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FORMATS = ("hermes", "llama3_json", "mistral")
 
 

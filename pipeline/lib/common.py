@@ -117,7 +117,7 @@ def fingerprint(recipe: Recipe, stage: str, inputs: list[Path], keys: tuple[str,
     """Hash of everything a stage's output depends on: its source, the recipe keys it reads, its inputs.
 
     `keys` (dotted, e.g. "train.lr") limits the recipe part to what the stage reads, so that
-    `make eval ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
+    `make evaluate ARGS="data.eval=other.jsonl"` re-runs validate and evaluate, not training.
     """
     config = recipe.to_dict()
     if keys is not None:
@@ -151,10 +151,10 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names if a.name.startswith("pipeline."))
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "pipeline":
-                names.update(f"pipeline.{a.name}" for a in node.names)
-            elif node.module.startswith("pipeline."):
+            if node.module == "pipeline" or node.module.startswith("pipeline."):
                 names.add(node.module)
+                # `from pipeline.lib import chat`: chat may be a module (a name that is not is skipped later)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
     return names
 
 
@@ -166,7 +166,7 @@ def stage_sources(stage: str) -> list[Path]:
     todo = [f"pipeline.{stage}"]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name == "pipeline":
             continue
         rel_parts = name.split(".")[1:]
         path = PACKAGE.joinpath(*rel_parts).with_suffix(".py")

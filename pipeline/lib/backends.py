@@ -15,8 +15,8 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 
-from pipeline.common import StageError, console
-from pipeline.models import resolve
+from pipeline.lib.common import StageError, console
+from pipeline.lib.models import resolve
 from pipeline.recipe import Recipe
 
 
@@ -64,7 +64,7 @@ def resolve_backend(recipe: Recipe) -> tuple[str, str]:
         return "cpu", ("no CUDA GPU: Unsloth's 4-bit loading and fused kernels need one, so auto takes plain "
                        "transformers + PEFT in fp32 (set backend=unsloth to use Unsloth's CPU mode)")
     if b == "unsloth" and not has_unsloth:
-        raise StageError("backend=unsloth but unsloth is not installed: run `make venv-unsloth` (or pick backend=auto).")
+        raise StageError("backend=unsloth but unsloth is not installed: run `make venv` on a machine with an NVIDIA GPU (it installs the GPU extras), or pick backend=auto.")
     if b == "hf" and not gpu and recipe.load_in_4bit:
         raise StageError("backend=hf with load_in_4bit needs a CUDA GPU.")
     return b, "chosen by the recipe"
@@ -197,7 +197,7 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    from pipeline.models import load_tokenizer
+    from pipeline.lib.models import load_tokenizer
 
     tok = load_tokenizer(recipe)
     if not trainable:

@@ -1,0 +1,1 @@
+"""The library the stages share: templates and masks, backends and models, packing, generation, files."""

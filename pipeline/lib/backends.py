@@ -64,7 +64,8 @@ def resolve_backend(recipe: Recipe) -> tuple[str, str]:
         return "cpu", ("no CUDA GPU: Unsloth's 4-bit loading and fused kernels need one, so auto takes plain "
                        "transformers + PEFT in fp32 (set backend=unsloth to use Unsloth's CPU mode)")
     if b == "unsloth" and not has_unsloth:
-        raise StageError("backend=unsloth but unsloth is not installed: run `make venv` on a machine with an NVIDIA GPU (it installs the GPU extras), or pick backend=auto.")
+        raise StageError("backend=unsloth but unsloth is not installed: run `make venv` on a machine with an NVIDIA GPU "
+                         "(it installs the GPU extras), or pick backend=auto.")
     if b == "hf" and not gpu and recipe.load_in_4bit:
         raise StageError("backend=hf with load_in_4bit needs a CUDA GPU.")
     return b, "chosen by the recipe"

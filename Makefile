@@ -73,10 +73,10 @@ test: lint ## the linter, then the test suite (CPU; GPU tests are skipped withou
 	$(PY) -m pytest -q
 
 lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says which rules and why)
-	$(PY) -m ruff check pipeline scripts tests
+	$(PY) -m ruff check pipeline scripts tests bench data
 
 bench: $(VENV) ## speed and memory as ratios against baselines measured in the same run
-	@if [ -f pipeline/bench.py ]; then $(PY) -m pipeline.bench $(ARGS); else echo "no benchmarks yet"; fi
+	@$(PY) -m bench.speed $(ARGS)
 
 gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); skips without a GPU
 	@if [ -f scripts/gpu_check.py ]; then $(PY) scripts/gpu_check.py; else echo "no GPU check yet"; fi

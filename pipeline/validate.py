@@ -30,7 +30,7 @@ from rich.table import Table
 
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar)
-from pipeline.recipe import Recipe, glob_paths
+from pipeline.recipe import ROOT, Recipe, glob_paths
 
 STAGE = "validate"
 ROLES = {"system", "user", "assistant", "tool"}
@@ -580,3 +580,30 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+# --- the bundled data, normalized (the benchmarks and tests read it through these) --------------
+
+BUNDLED = ROOT / "data" / "customer_service"
+
+
+def bundled_tools() -> list[dict]:
+    """The bundled agent's 15 tool schemas, normalized as the validator normalizes any."""
+    tools, errors = normalize_tools(json.loads((BUNDLED / "tools.json").read_text(encoding="utf-8")))
+    if errors:
+        raise RuntimeError(f"bundled tools.json: {errors}")
+    return tools
+
+
+def read_records(path: Path, tools: list[dict]) -> list[dict]:
+    """The valid conversations of a canonical JSONL file, normalized by the validator (tools attached)."""
+    schemas = Schemas()
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            raw = raw.rstrip(b"\r\n")
+            if raw.strip():
+                rec, _ = check_line(raw, tools, schemas)
+                if rec is not None:
+                    out.append(rec)
+    return out

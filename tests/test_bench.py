@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.bench import config, fmt_ratio, fmt_spread, ratios, repeat_to, spread, with_random_system_prompts
+from bench.speed import config, fmt_ratio, fmt_spread, ratios, repeat_to, spread, with_random_system_prompts
 from pipeline.lib.packing import MIN_PREFIX
 
 

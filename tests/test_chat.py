@@ -249,14 +249,14 @@ def _hermes_chat(smol_dir):
 
 def test_hermes_renderer_equals_the_template_on_the_bundled_data(smol_dir):
     """Text and assistant spans, conversation by conversation, on every bundled conversation."""
-    from pipeline.bench import DATA, dataset_tools, records
+    from pipeline.validate import BUNDLED, bundled_tools, read_records
     from pipeline.lib.chat import assistant_spans
 
     c = _hermes_chat(smol_dir)
     fast = c.fast_spans()
     assert fast is not None
-    tools = dataset_tools()
-    recs = records(DATA / "train.jsonl", tools) + records(DATA / "eval.jsonl", tools)
+    tools = bundled_tools()
+    recs = read_records(BUNDLED / "train.jsonl", tools) + read_records(BUNDLED / "eval.jsonl", tools)
     assert len(recs) > 3000
     for r in recs:
         assert fast(r["messages"], r["tools"]) == assistant_spans(c, r["messages"], r["tools"]), r["id"]

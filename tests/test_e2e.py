@@ -99,7 +99,7 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
     """eval.max_new_tokens=0 sizes generation to the data: a call cut off at a fixed limit does not parse
     and scores as a wrong tool, whatever the model chose (the old fixed 80 cut the bundled data's
     parallel calls: up to ~150 tokens)."""
-    from pipeline.bench import DATA, dataset_tools, records
+    from pipeline.validate import BUNDLED, bundled_tools, read_records
     from pipeline.lib.chat import TEMPLATES, Chat, detect_format
 
     from transformers import AutoTokenizer
@@ -107,7 +107,7 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
     tok = AutoTokenizer.from_pretrained(smol_dir)
     template = (TEMPLATES / "hermes.jinja").read_text()
     chat = Chat(tok, template, detect_format(template))
-    items = evaluate.eval_items(records(DATA / "eval.jsonl", dataset_tools())[:60], chat.fmt, None)
+    items = evaluate.eval_items(read_records(BUNDLED / "eval.jsonl", bundled_tools())[:60], chat.fmt, None)
     lengths = [evaluate.reference_tokens(chat, it) for it in items]
     budget, info = evaluate.reply_budget(chat, items, 0)
     assert budget == max(lengths) + evaluate.SLACK and info["references_longer_than_budget"] == 0

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m pipeline.datagen --out data/customer_service [--seed 0] [--train 3000] [--eval 400]
+    python data/customer_service/datagen.py --out data/customer_service [--seed 0] [--train 3000] [--eval 400]
 
 Writes ``tools.json`` (OpenAI tools list), ``train.jsonl`` and ``eval.jsonl``
 (OpenAI chat format, one conversation per line).  Generation uses only the
@@ -1913,7 +1913,7 @@ def write(out_dir: str | os.PathLike, seed: int = 0, n_train: int = DEFAULT_TRAI
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.datagen", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python data/customer_service/datagen.py", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="data/customer_service")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train", type=int, default=DEFAULT_TRAIN)

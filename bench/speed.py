@@ -1,6 +1,6 @@
 """Benchmarks: speed and memory of each stage, as ratios against baselines measured in the same run.
 
-    python -m pipeline.bench [--quick] [--repeats N] [--sections validate,count,train,eval]
+    python -m bench.speed [--quick] [--repeats N] [--sections validate,count,train,eval]
     make bench ARGS="--quick"
 
 Every figure is reported next to a baseline timed in the same process run (interleaved with it,
@@ -42,10 +42,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.lib.common import console, versions, write_json_atomic
+from pipeline.validate import BUNDLED, bundled_tools, read_records
 from pipeline.recipe import ROOT
 
 RECIPE = "smollm2-135m-tools"
-DATA = ROOT / "data" / "customer_service"
 OUT = ROOT / "bench" / "results.json"
 
 
@@ -129,31 +129,6 @@ def machine() -> dict:
 
 # --- data -----------------------------------------------------------------------------------------
 
-def dataset_tools() -> list[dict]:
-    from pipeline.validate import normalize_tools
-
-    tools, errors = normalize_tools(json.loads((DATA / "tools.json").read_text(encoding="utf-8")))
-    if errors:
-        raise RuntimeError(f"bundled tools.json: {errors}")
-    return tools
-
-
-def records(path: Path, tools: list[dict]) -> list[dict]:
-    """The bundled conversations, normalized by the validator (tools attached)."""
-    from pipeline.validate import Schemas, check_line
-
-    schemas = Schemas()
-    out = []
-    with open(path, "rb") as f:
-        for raw in f:
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                rec, _ = check_line(raw, tools, schemas)
-                if rec is not None:
-                    out.append(rec)
-    return out
-
-
 def load_chat():
     from pipeline import recipe as recipe_mod
     from pipeline.lib.chat import Chat
@@ -171,8 +146,8 @@ def bench_validate(cfg: dict, tmp: Path) -> dict:
     from pipeline import validate
 
     n = cfg["validate_lines"]
-    tools = dataset_tools()
-    lines = [ln for ln in (DATA / "train.jsonl").read_bytes().splitlines() if ln.strip()]
+    tools = bundled_tools()
+    lines = [ln for ln in (BUNDLED / "train.jsonl").read_bytes().splitlines() if ln.strip()]
     big = tmp / "validate_big.jsonl"
     big.write_bytes(b"\n".join(repeat_to(lines, n)) + b"\n")
     with open(big, "rb") as f:  # read back as the stage does (bytes, newline stripped)
@@ -210,7 +185,7 @@ def bench_validate(cfg: dict, tmp: Path) -> dict:
             common.console.quiet = quiet
         dt = time.perf_counter() - t
         report = json.loads((run_dir / "validate" / "report.json").read_text())
-        eval_lines = sum(1 for ln in (DATA / "eval.jsonl").read_bytes().splitlines() if ln.strip())
+        eval_lines = sum(1 for ln in (BUNDLED / "eval.jsonl").read_bytes().splitlines() if ln.strip())
         stage_rate = (n + eval_lines) / dt
         out["stage"] = {"seconds": round(dt, 2), "lines_read": n + eval_lines,
                         "examples_per_s": round(stage_rate, 1),
@@ -229,8 +204,8 @@ def bench_count(cfg: dict) -> dict:
 
     from pipeline.lib.chat import encode_many
 
-    tools = dataset_tools()
-    recs = records(DATA / "train.jsonl", tools)
+    tools = bundled_tools()
+    recs = read_records(BUNDLED / "train.jsonl", tools)
     recipe, tok, chat = load_chat()
     n_total, n_sub = cfg["count_examples"], cfg["count_subset"]
     subset = repeat_to(recs, min(n_sub, n_total))
@@ -440,7 +415,7 @@ def run_worker(spec: dict, tmp: Path) -> dict:
     spec_path.write_text(json.dumps({**spec, "tmp": str(tmp / f"trainer-{spec['name']}")}))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "pipeline.bench", "--worker", str(spec_path), "--worker-out", str(out_path)],
+    p = subprocess.run([sys.executable, "-m", "bench.speed", "--worker", str(spec_path), "--worker-out", str(out_path)],
                        cwd=ROOT, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         why = " (killed by SIGKILL: most likely out of memory; try --train-batch 2)" if p.returncode == -9 else ""
@@ -487,10 +462,10 @@ def summarize_train(res: dict, base: dict | None) -> dict:
 def bench_train(cfg: dict, tmp: Path) -> dict:
     from pipeline.lib.backends import cpu_has_bf16
 
-    tools = dataset_tools()
+    tools = bundled_tools()
     recipe, tok, chat = load_chat()
     k = cfg["train_batch"] * (cfg["train_warmup"] + cfg["train_steps"])
-    recs = records(DATA / "train.jsonl", tools)[:k]
+    recs = read_records(BUNDLED / "train.jsonl", tools)[:k]
     datasets = {"shared": recs, "distinct": with_random_system_prompts(recs)}
     top = recipe.lora.top_layers  # the default recipe's: LoRA on the top blocks only
     configs = [("baseline", "baseline", False, None), ("tooltune_unpacked", "none", False, None),
@@ -557,9 +532,9 @@ def bench_eval(cfg: dict) -> dict:
     from pipeline.lib.generation import common_prefix_len, greedy
     from pipeline.lib.models import resolve
 
-    tools = dataset_tools()
+    tools = bundled_tools()
     recipe, tok, chat = load_chat()
-    items = eval_items(records(DATA / "eval.jsonl", tools), chat.fmt, cfg["eval_prompts"])
+    items = eval_items(read_records(BUNDLED / "eval.jsonl", tools), chat.fmt, cfg["eval_prompts"])
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
     eot = tok.convert_tokens_to_ids(chat.eot)
     model = load_model(resolve(recipe.model, "model"), recipe)
@@ -689,7 +664,7 @@ def config(quick: bool, repeats: int | None) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute a section): for debugging")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3; --quick 2)")

@@ -33,7 +33,7 @@ $(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/insta
 venv: $(VENV) ## create .venv and install everything (CPU torch, or CUDA + GPU extras where nvidia-smi finds a GPU)
 
 $(R)/recipe.yaml: FORCE | $(VENV)
-	@$(PY) -m pipeline.recipe --recipe $(RECIPE) --run $(RUN) --write $(ARGS)
+	@$(PY) -m pipeline.resolve --recipe $(RECIPE) --run $(RUN) --write $(ARGS)
 
 preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): every missing thing at once
 	@$(PY) -m pipeline.preflight --recipe $(RECIPE) $(ARGS)

@@ -43,7 +43,7 @@ from rich.table import Table
 
 from pipeline.lib.common import console, versions, write_json_atomic
 from pipeline.validate import BUNDLED, bundled_tools, read_records
-from pipeline.recipe import ROOT
+from pipeline.lib.recipe import ROOT
 
 RECIPE = "smollm2-135m-tools"
 OUT = ROOT / "bench" / "results.json"
@@ -130,7 +130,7 @@ def machine() -> dict:
 # --- data -----------------------------------------------------------------------------------------
 
 def load_chat():
-    from pipeline import recipe as recipe_mod
+    from pipeline.lib import recipe as recipe_mod
     from pipeline.lib.chat import Chat
     from pipeline.lib.models import load_tokenizer
 
@@ -142,7 +142,7 @@ def load_chat():
 # --- 1. validation --------------------------------------------------------------------------------
 
 def bench_validate(cfg: dict, tmp: Path) -> dict:
-    from pipeline import recipe as recipe_mod
+    from pipeline.lib import recipe as recipe_mod
     from pipeline import validate
 
     n = cfg["validate_lines"]
@@ -320,7 +320,7 @@ def train_worker(spec: dict) -> dict:
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from pipeline import recipe as recipe_mod
+    from pipeline.lib import recipe as recipe_mod
     from pipeline.lib.backends import lora_config_kwargs, n_layers_of
     from pipeline.lib.models import builtin_dir, load_tokenizer
     from pipeline.lib.packing import PackCollator

@@ -28,7 +28,7 @@ from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_ma
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.hardware import tokens_per_second
 from pipeline.lib.models import load_tokenizer
-from pipeline.recipe import Recipe
+from pipeline.lib.recipe import Recipe
 from pipeline.validate import load_split
 
 STAGE = "count"

@@ -27,9 +27,9 @@ from pipeline.lib.chat import Chat, adapt, parse
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.generation import greedy
-from pipeline.lib.models import load_tokenizer, resolve
+from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
 from pipeline.export import base_16bit
-from pipeline.recipe import Recipe
+from pipeline.lib.recipe import Recipe
 
 STAGE = "evaluate"
 # The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
@@ -158,23 +158,16 @@ def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
     is the merged export, the base its 16-bit checkpoint (`export.base_16bit`, already downloaded for the merge)."""
     import torch
 
-    kwargs = dict(dtype=torch.bfloat16 if on_gpu else torch.float32, use_safetensors=True,
-                  trust_remote_code=recipe.trust_remote_code)
-    if on_gpu:
-        kwargs["device_map"] = {"": 0}
-    return kwargs
+    return dict(dtype=torch.bfloat16 if on_gpu else torch.float32, device_map={"": 0} if on_gpu else None,
+                trust_remote_code=recipe.trust_remote_code)
 
 
 def load_model(path: str, recipe: Recipe, name: str):
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.lib.backends import cuda_available
     from pipeline.export import check_16bit
+    from pipeline.lib.backends import cuda_available
 
     check_16bit(path, name)
-    model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(recipe, cuda_available()))
-    model.eval()
-    return model
+    return load_for_inference(path, **load_kwargs(recipe, cuda_available()))
 
 
 def run(recipe: Recipe, run_dir: Path) -> Path:

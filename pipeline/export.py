@@ -22,8 +22,8 @@ from pipeline.lib.chat import Chat, vllm_parser
 from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, scrub, sha256_file, stage_main,
                              up_to_date, write_sidecar)
 from pipeline.lib.generation import greedy
-from pipeline.lib.models import load_tokenizer, resolve
-from pipeline.recipe import Recipe, data_hashes
+from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
+from pipeline.lib.recipe import Recipe, data_hashes
 
 STAGE = "export"
 # Two greedy runs may part ways where the adapter model's best two logits are nearly tied: rounding
@@ -198,12 +198,10 @@ def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts
     when the merge is not faithful (else None)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     on_gpu = cuda_available()
     device_map = {"": 0} if on_gpu else None
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=export_dtype, use_safetensors=True,
-                                                trust_remote_code=trust_remote_code, device_map=device_map)
+    base = load_for_inference(base_path, export_dtype, device_map, trust_remote_code)
     work_dtype = check_dtype(base, export_dtype, on_gpu)
     model = PeftModel.from_pretrained(base.to(work_dtype), adapter_dir)
     model.eval()
@@ -220,8 +218,7 @@ def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts
     set_stop_tokens(merged, eot_id, tok.pad_token_id)
     merged.save_pretrained(save_to, safe_serialization=True, max_shard_size="5GB")
     del merged, model, base
-    reloaded = AutoModelForCausalLM.from_pretrained(save_to, dtype=work_dtype, use_safetensors=True, device_map=device_map)
-    reloaded.eval()
+    reloaded = load_for_inference(str(save_to), work_dtype, device_map, trust_remote_code)
     produced = greedy(reloaded, tok, prompts, eot_id, max_new_tokens, batch_size, label="merged")
     noise = effect = 0.0
     if probe:

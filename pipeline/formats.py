@@ -70,10 +70,11 @@ import copy
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from pipeline.lib.common import write_jsonl_atomic
 
 __all__ = [
     "FORMATS",
@@ -124,16 +125,16 @@ def _tools_from(value: Any, *, what: str) -> tuple[list[dict], list[dict]]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as e:
-            return [], [_err("bad_tools", f"{what} is not valid JSON: {e}", "store the tool list as a JSON array of function schemas")]
+            return [], [_err("tools_invalid", f"{what} is not valid JSON: {e}", "store the tool list as a JSON array of function schemas")]
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
-        return [], [_err("bad_tools", f"{what} is {type(value).__name__}, not a list", "store the tool list as a JSON array")]
+        return [], [_err("tools_invalid", f"{what} is {type(value).__name__}, not a list", "store the tool list as a JSON array")]
     tools, errors, seen = [], [], set()
     for entry in value:
         tool, problem = _as_tool(entry)
         if problem:
-            errors.append(_err("bad_tools", f"{what}: {problem}", "give every tool a name and an object 'parameters'"))
+            errors.append(_err("tools_invalid", f"{what}: {problem}", "give every tool a name and an object 'parameters'"))
             continue
         name = tool["function"]["name"]
         if name in seen:
@@ -150,9 +151,9 @@ def _parse_arguments(args: Any, name: str) -> tuple[dict | None, dict | None]:
         try:
             args = json.loads(args)
         except json.JSONDecodeError as e:
-            return None, _err("bad_arguments", f"arguments of {name!r} are not valid JSON: {e}", "make arguments a JSON object")
+            return None, _err("arguments_not_json", f"arguments of {name!r} are not valid JSON: {e}", "make arguments a JSON object")
     if not isinstance(args, dict):
-        return None, _err("bad_arguments", f"arguments of {name!r} are {type(args).__name__}, not an object", "make arguments a JSON object")
+        return None, _err("arguments_not_json", f"arguments of {name!r} are {type(args).__name__}, not an object", "make arguments a JSON object")
     return args, None
 
 
@@ -221,7 +222,7 @@ def validate_canonical(record: Any) -> list[dict]:
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, dict) else None
         if role != "tool" and pending and i:
-            bad("unanswered_tool_call", f"message {i} ({role}) comes before results for {sorted(pending)}")
+            bad("call_unanswered", f"message {i} ({role}) comes before results for {sorted(pending)}")
             pending = {}
         if role in ("system", "user"):
             saw_user = saw_user or role == "user"
@@ -242,9 +243,9 @@ def validate_canonical(record: Any) -> list[dict]:
                     bad("invalid_canonical", f"message {i}: malformed tool call {str(c)[:120]}")
                     continue
                 if fn.get("name") not in names:
-                    bad("undeclared_tool", f"message {i} calls {fn.get('name')!r}, which is not in tools")
+                    bad("tool_undeclared", f"message {i} calls {fn.get('name')!r}, which is not in tools")
                 if not isinstance(fn.get("arguments"), dict):
-                    bad("bad_arguments", f"message {i}: arguments of {fn.get('name')!r} is not an object")
+                    bad("arguments_not_json", f"message {i}: arguments of {fn.get('name')!r} is not an object")
                 if c["id"] in ids:
                     bad("invalid_canonical", f"message {i}: duplicate tool call id {c['id']!r}")
                 ids.add(c["id"])
@@ -252,17 +253,17 @@ def validate_canonical(record: Any) -> list[dict]:
         elif role == "tool":
             cid = m.get("tool_call_id")
             if cid not in pending:
-                bad("orphan_tool_result", f"message {i} (tool) answers {cid!r}, which is not an open call of the previous assistant turn")
+                bad("tool_result_orphan", f"message {i} (tool) answers {cid!r}, which is not an open call of the previous assistant turn")
             elif pending.pop(cid) != m.get("name"):
                 bad("tool_result_mismatch", f"message {i} (tool) name {m.get('name')!r} does not match its call")
             if not isinstance(m.get("content"), str):
                 bad("invalid_canonical", f"message {i} (tool) content is not a string")
         else:
-            bad("unknown_role", f"message {i} has role {role!r}")
+            bad("role_unknown", f"message {i} has role {role!r}")
     if not saw_user:
         bad("invalid_canonical", "no user message")
     if messages[-1].get("role") != "assistant":
-        bad("no_final_assistant", f"conversation ends with a {messages[-1].get('role')!r} turn, not an assistant turn")
+        bad("ends_without_assistant", f"conversation ends with a {messages[-1].get('role')!r} turn, not an assistant turn")
     return errors
 
 
@@ -288,7 +289,7 @@ _SG_ROLE = {
 
 def _sharegpt_one(rec: Any) -> Result:
     if not isinstance(rec, dict):
-        return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
+        return None, [_err("not_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
     turns = rec.get("conversations", rec.get("messages"))
     if not isinstance(turns, list) or not turns:
         return None, [_err("empty_conversation", "no 'conversations' list", "put the turns in 'conversations'")]
@@ -300,21 +301,21 @@ def _sharegpt_one(rec: Any) -> Result:
     calls = _Calls()
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            errors.append(_err("not_an_object", f"turn {i} is not an object", "each turn must be {from, value}"))
+            errors.append(_err("not_object", f"turn {i} is not an object", "each turn must be {from, value}"))
             continue
         who = turn.get("from", turn.get("role"))
         value = turn.get("value", turn.get("content"))
         role = _SG_ROLE.get(str(who).lower())
         if role is None:
-            errors.append(_err("unknown_role", f"turn {i} has from={who!r}", "use human, gpt, function_call, observation or system"))
+            errors.append(_err("role_unknown", f"turn {i} has from={who!r}", "use human, gpt, function_call, observation or system"))
             continue
         if role != "observation" and calls.pending:
-            errors.append(_err("unanswered_tool_call", f"turn {i} ({who}) follows a function_call without an observation",
+            errors.append(_err("call_unanswered", f"turn {i} ({who}) follows a function_call without an observation",
                                "add an observation turn after each function_call"))
             calls.pending.clear()
         if role in ("system", "user", "assistant"):
             if role == "system" and messages:
-                errors.append(_err("misplaced_system", f"turn {i} is a system turn after the start", "move it to the 'system' field"))
+                errors.append(_err("system_not_first", f"turn {i} is a system turn after the start", "move it to the 'system' field"))
                 continue
             messages.append({"role": role, "content": _content_str(value)})
         elif role == "function_call":
@@ -323,14 +324,14 @@ def _sharegpt_one(rec: Any) -> Result:
                 try:
                     payload = json.loads(payload)
                 except json.JSONDecodeError as e:
-                    errors.append(_err("bad_function_call", f"turn {i}: function_call value is not JSON: {e}",
+                    errors.append(_err("tool_call_malformed", f"turn {i}: function_call value is not JSON: {e}",
                                        'write the value as {"name": ..., "arguments": {...}}'))
                     continue
             items = payload if isinstance(payload, list) else [payload]
             tool_calls = []
             for item in items:
                 if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                    errors.append(_err("bad_function_call", f"turn {i}: function_call has no name",
+                    errors.append(_err("tool_call_malformed", f"turn {i}: function_call has no name",
                                        'write the value as {"name": ..., "arguments": {...}}'))
                     continue
                 args, problem = _parse_arguments(item.get("arguments", item.get("parameters")), item["name"])
@@ -338,7 +339,7 @@ def _sharegpt_one(rec: Any) -> Result:
                     errors.append(problem)
                     continue
                 if item["name"] not in declared:
-                    errors.append(_err("undeclared_tool", f"turn {i} calls {item['name']!r}, which is not in tools",
+                    errors.append(_err("tool_undeclared", f"turn {i} calls {item['name']!r}, which is not in tools",
                                        "declare the function in 'tools' or drop the record"))
                 tool_calls.append(calls.new(item["name"], args))
             if tool_calls:
@@ -396,7 +397,7 @@ QUERY_ONLY = "toolbench_query_only"  # not a conversation at all: left out of th
 
 def _legacy_one(rec: Any) -> Result:
     if not isinstance(rec, dict):
-        return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
+        return None, [_err("not_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
     toolbench = isinstance(rec.get("answer_generation"), dict)
     if toolbench:
         ag = rec["answer_generation"]
@@ -427,7 +428,7 @@ def _legacy_one(rec: Any) -> Result:
     used_finish = False
     for i, m in enumerate(raw_messages):
         if not isinstance(m, dict):
-            errors.append(_err("not_an_object", f"message {i} is not an object", "each message must be an object"))
+            errors.append(_err("not_object", f"message {i} is not an object", "each message must be an object"))
             continue
         role = m.get("role")
         if role not in ("tool", "function"):
@@ -448,7 +449,7 @@ def _legacy_one(rec: Any) -> Result:
             for old_id, fc in raw_calls:
                 name = fc.get("name")
                 if not isinstance(name, str) or not name:
-                    errors.append(_err("bad_function_call", f"message {i}: function_call has no name", "give every call a name"))
+                    errors.append(_err("tool_call_malformed", f"message {i}: function_call has no name", "give every call a name"))
                     continue
                 args, problem = _parse_arguments(fc.get("arguments"), name)
                 if problem:
@@ -469,7 +470,7 @@ def _legacy_one(rec: Any) -> Result:
                                            "Finish(give_answer) needs a string final_answer"))
                     continue
                 if name not in declared:
-                    errors.append(_err("undeclared_tool", f"message {i} calls {name!r}, which is not among the record's functions",
+                    errors.append(_err("tool_undeclared", f"message {i} calls {name!r}, which is not among the record's functions",
                                        "the model called a tool that was not offered; drop the record or declare the function"))
                 call = calls.new(name, args)
                 if old_id:
@@ -488,7 +489,7 @@ def _legacy_one(rec: Any) -> Result:
             elif calls.pending:
                 call = calls.pending.pop(0)
             if call is None:
-                errors.append(_err("orphan_tool_result", f"message {i} ({role}) has no pending call to answer",
+                errors.append(_err("tool_result_orphan", f"message {i} ({role}) has no pending call to answer",
                                    "each function result must follow the assistant call it answers"))
                 continue
             if m.get("name") not in (None, call["function"]["name"]):
@@ -499,7 +500,7 @@ def _legacy_one(rec: Any) -> Result:
             messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
                              "content": _content_str(m.get("content"))})
         else:
-            errors.append(_err("unknown_role", f"message {i} has role {role!r}", "use system, user, assistant, function or tool"))
+            errors.append(_err("role_unknown", f"message {i} has role {role!r}", "use system, user, assistant, function or tool"))
     if used_finish or toolbench:
         tools = [t for t in tools if t["function"]["name"] != "Finish"]
     return _finish(messages, tools, errors)
@@ -593,7 +594,7 @@ def _bfcl_resolve(value: Any) -> Any:
 
 def _bfcl_one(rec: Any, answers: Mapping[str, Any]) -> Result:
     if not isinstance(rec, dict):
-        return None, [_err("not_an_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
+        return None, [_err("not_object", f"record is {type(rec).__name__}", "each record must be a JSON object")]
     rid = rec.get("id")
     messages, problem = _bfcl_messages(rec.get("question"))
     if problem:
@@ -667,7 +668,7 @@ def _iter_file(path: Path) -> Iterator[tuple[Any, list[dict]]]:
         try:
             yield json.loads(line), []
         except json.JSONDecodeError as e:
-            yield line, [_err("bad_json", f"{path.name} line {n}: {e}", "fix or remove the line")]
+            yield line, [_err("json", f"{path.name} line {n}: {e}", "fix or remove the line")]
 
 
 def load_records(path: str | os.PathLike) -> Iterator[tuple[str, Any, list[dict]]]:
@@ -699,23 +700,6 @@ FORMATS: dict[str, Callable[..., Iterator[Result]]] = {
     "bfcl": import_bfcl,
 }
 
-
-def _atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -755,9 +739,9 @@ def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
         reasons[errs[0]["code"]] += 1
     out = Path(out_path)
     rejects_path = Path(str(out_path) + ".rejects.jsonl")
-    _atomic_write_jsonl(out, written)
+    write_jsonl_atomic(out, written)
     if rejects:
-        _atomic_write_jsonl(rejects_path, rejects)
+        write_jsonl_atomic(rejects_path, rejects)
     elif rejects_path.exists():
         rejects_path.unlink()
     return {

@@ -17,7 +17,7 @@ from rich.table import Table
 from pipeline.lib.backends import compute_dtype, load_base, memory_now, param_counts, resolve_backend
 from pipeline.lib.common import console, fingerprint, stage_main, up_to_date, versions, write_json_atomic, write_sidecar
 from pipeline.lib.models import resolve
-from pipeline.recipe import Recipe
+from pipeline.lib.recipe import Recipe
 
 STAGE = "load"
 

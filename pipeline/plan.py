@@ -14,16 +14,15 @@ Units: GiB (2^30 bytes) throughout, as nvidia-smi, PyTorch's memory stats and th
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.lib.common import console, rel, write_json_atomic
+from pipeline.lib.common import command, console, rel, write_json_atomic
 from pipeline.lib.hardware import GPUS, tokens_per_second
-from pipeline.recipe import ROOT, Recipe, RecipeError, fail, glob_paths, load, run_dir_for
+from pipeline.lib.recipe import ROOT, Recipe, glob_paths
 
 GIB = 1 << 30
 PLAN_GPUS = ("rtx4090", "a100-40gb", "a100-80gb", "h100")
@@ -428,20 +427,10 @@ def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.plan", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default="smollm2-135m-tools", help="a recipe name in recipes/ (without .yaml)")
-    ap.add_argument("--run", default=None, help="run folder under runs/ (default: the recipe name)")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.batch_size=2")
-    a = ap.parse_args(argv)
-    try:
-        recipe = load(a.recipe, a.overrides)
-        run_dir = run_dir_for(a.run or a.recipe)
-    except RecipeError as e:
-        fail(str(e))
-    p = show_plan(recipe, run_dir)
-    out = write_json_atomic(run_dir / "plan.json", p)
-    console.print(f"[green]plan[/] -> {rel(out)}")
+    def body(recipe: Recipe, run_dir: Path, _args) -> Path:
+        return write_json_atomic(run_dir / "plan.json", show_plan(recipe, run_dir))
+
+    command("plan", __doc__, argv, body)
 
 
 if __name__ == "__main__":

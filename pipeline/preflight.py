@@ -9,11 +9,9 @@ everything missing and how to get it, before a single weight moves.
 
 from __future__ import annotations
 
-import argparse
-
-from pipeline import recipe as recipe_mod
-from pipeline.lib.common import StageError, console
-from pipeline.recipe import RecipeError
+from pipeline.lib import recipe as recipe_mod
+from pipeline.lib.common import StageError, command, console
+from pipeline.lib.recipe import Recipe
 
 
 def problems(recipe: recipe_mod.Recipe) -> list[str]:
@@ -43,20 +41,14 @@ def problems(recipe: recipe_mod.Recipe) -> list[str]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default="smollm2-135m-tools")
-    ap.add_argument("--run", default=None)
-    ap.add_argument("overrides", nargs="*")
-    a = ap.parse_args(argv)
-    try:
-        recipe = recipe_mod.load(a.recipe, a.overrides)
-    except RecipeError as e:
-        recipe_mod.fail(str(e))
-    found = problems(recipe)
-    if found:
-        recipe_mod.fail(f"recipe {recipe.name} cannot run on this machine; missing:\n"
-                        + "\n".join(f"  - {p}" for p in found))
-    console.print(f"[dim]preflight: {recipe.name} can run here[/]")
+    def body(recipe: Recipe, _run_dir, _args) -> None:
+        found = problems(recipe)
+        if found:
+            raise StageError(f"recipe {recipe.name} cannot run on this machine; missing:\n"
+                             + "\n".join(f"  - {p}" for p in found))
+        console.print(f"[dim]preflight: {recipe.name} can run here[/]")
+
+    command("preflight", __doc__, argv, body)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pipeline.lib.backends import (TrainSettings, cpu_has_bf16, load_base, memor
 from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
                              write_json_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.packing import IGNORE, PackCollator
-from pipeline.recipe import Recipe
+from pipeline.lib.recipe import Recipe
 
 STAGE = "sft"
 

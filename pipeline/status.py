@@ -11,7 +11,7 @@ import json
 from rich.table import Table
 
 from pipeline.lib.common import console
-from pipeline.recipe import RecipeError, fail, run_dir_for
+from pipeline.lib.recipe import RecipeError, fail, run_dir_for
 
 STAGES = ("validate", "count", "load", "sft", "export", "evaluate")  # each writes runs/<RUN>/<stage>/
 

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar)
-from pipeline.recipe import ROOT, Recipe, glob_paths
+from pipeline.lib.recipe import ROOT, Recipe, glob_paths
 
 STAGE = "validate"
 ROLES = {"system", "user", "assistant", "tool"}

@@ -64,6 +64,8 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pipeline.lib.common import versions  # noqa: E402  (after the path and environment are set)
+
 SKIP_MESSAGE = "no NVIDIA GPU: skipping the GPU check"
 SCHEMA = 1
 CONFIGS = ("hf_bf16_lora", "hf_4bit_lora", "baseline_trl_plain", "unsloth_4bit_lora")
@@ -89,8 +91,6 @@ REQUIRES = {
 }
 NEEDS_CUDA = {"hf_4bit_lora", "unsloth_4bit_lora", "e2e_hf_4bit", "e2e_unsloth_4bit", "chain_hf_4bit", "chain_unsloth_4bit"}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-VERSIONED = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "unsloth", "unsloth_zoo",
-             "xformers", "triton", "tokenizers", "safetensors")
 PROMPTS = ["The weather today is", "Call the refund tool for order 1234 because", "def add(a, b):",
            "List three colors:", "User: where is my parcel?\nAssistant:"]
 IGNORE = -100
@@ -216,17 +216,6 @@ def missing_packages(name: str) -> list[str]:
     return [m for m in REQUIRES.get(name, []) if importlib.util.find_spec(m) is None]
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in VERSIONED:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
 
 # --- the model ----------------------------------------------------------------------------
 
@@ -300,7 +289,7 @@ def _sync(device: str) -> None:
 
 
 def make_recipe(ctx: dict, backend: str, load_in_4bit: bool):
-    from pipeline.recipe import Recipe
+    from pipeline.lib.recipe import Recipe
 
     r = Recipe(name="gpu-check", model=ctx["model_dir"], backend=backend, load_in_4bit=load_in_4bit,
                max_seq_length=max(2048, ctx["seq_len"]), seed=0)
@@ -705,10 +694,9 @@ def print_tables(result: dict) -> None:
 
 
 def write_json(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean(result), indent=2, default=str))
-    os.replace(tmp, path)
+    from pipeline.lib.common import write_json_atomic
+
+    write_json_atomic(path, clean(result))
 
 
 # --- entry points -------------------------------------------------------------------------

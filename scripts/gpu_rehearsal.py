@@ -76,7 +76,7 @@ def parse_args(argv=None):
 
 def recipe_for(ctx: dict, backend: str, **extra):
     """The recipe as `make train` resolves it, on the rehearsal's random checkpoint, one micro-batch per step."""
-    from pipeline.recipe import load
+    from pipeline.lib.recipe import load
 
     over = [f"model={ctx['model_dir']}", f"backend={backend}", f"train.max_steps={ctx['warmup'] + ctx['steps']}",
             "train.grad_accum=1", "train.save_steps=1000000", "train.logging_steps=1"]
@@ -148,12 +148,14 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     t0 = time.perf_counter()
     if part == "plain":
         from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         from trl import SFTConfig
 
-        kw = {} if ctx["smoke"] else dict(quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16), device_map={"": 0}, dtype=torch.bfloat16)
+        from pipeline.lib.backends import nf4_config
+
+        # The plain script's own choices, with the same NF4 base as the backends load (a fair comparison).
+        kw = {} if ctx["smoke"] else dict(quantization_config=nf4_config(torch.bfloat16), device_map={"": 0},
+                                          dtype=torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(ctx["model_dir"], **kw)
         tok = AutoTokenizer.from_pretrained(ctx["model_dir"])
         tok.pad_token = tok.pad_token or tok.eos_token
@@ -250,7 +252,9 @@ def main(argv=None) -> int:
     ctx = {"recipe": args.recipe, "config": args.config, "tokenizer": args.tokenizer, "steps": args.steps,
            "warmup": args.warmup, "smoke": args.cpu_smoke, "workdir": str(workdir), "model_dir": str(workdir / "model")}
     started = time.time()
-    from gpu_check import gpu_peak_flops, versions
+    from gpu_check import gpu_peak_flops
+
+    from pipeline.lib.common import versions
 
     name = None if args.cpu_smoke else torch.cuda.get_device_name(0)
     result = {"recipe": args.recipe, "device": name or "cpu (smoke)", "gpu_class": gpu_peak_flops(name)[0],

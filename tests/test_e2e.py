@@ -81,7 +81,7 @@ def test_lora_top_layers_adapts_only_the_top_blocks(tiny_model_dir):
     import torch
 
     from pipeline.lib.backends import load_base
-    from pipeline.recipe import load as load_recipe
+    from pipeline.lib.recipe import load as load_recipe
 
     recipe = load_recipe("smollm2-135m-tools", [f"model={tiny_model_dir}", "cpu_bf16=false", "lora.top_layers=1"])
     model, _ = load_base(recipe, "cpu")
@@ -129,7 +129,7 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
     import shutil
 
     from pipeline.lib import common
-    from pipeline.recipe import ROOT
+    from pipeline.lib.recipe import ROOT
 
     args = tiny_args(tiny_model_dir)
     for module in (validate, count):
@@ -151,6 +151,6 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
             f.write("\n")
         stage(count, args)
         assert "nothing to do" not in capsys.readouterr().out, f"an edit of {edited} must re-run count"
-    (scratch / "bench.py").write_text((scratch / "bench.py").read_text() + "\n")
+    (scratch / "lib" / "generation.py").write_text((scratch / "lib" / "generation.py").read_text() + "\n")
     stage(count, args)
     assert "nothing to do" in capsys.readouterr().out  # a module count never imports does not

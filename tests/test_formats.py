@@ -86,7 +86,7 @@ def test_toolbench_fixture():
     assert len(raws) == 15
     # Rejects by policy: searches ToolBench marked invalid (no train_messages), give-ups,
     # and one trajectory that calls a tool missing from its function list.
-    policy = {"toolbench_no_trajectory", "toolbench_give_up", "undeclared_tool"}
+    policy = {"toolbench_no_trajectory", "toolbench_give_up", "tool_undeclared"}
     codes = [e[0]["code"] for e in bad]
     assert set(codes) <= policy, codes
     eligible = len(raws) - codes.count("toolbench_no_trajectory") - codes.count("toolbench_give_up")
@@ -139,10 +139,10 @@ def test_sharegpt_basic_and_errors():
     assert call["id"] == "call_0" and call["function"]["arguments"] == {"a": 1}
     assert rec["messages"][3] == {"role": "tool", "tool_call_id": "call_0", "name": "add", "content": "1"}
     assert rec["tools"][0]["type"] == "function"
-    assert results[1][0] is None and results[1][1][0]["code"] == "undeclared_tool"
-    assert results[2][1][0]["code"] == "no_final_assistant"
-    assert results[3][1][0]["code"] == "bad_tools"
-    assert results[4][1][0]["code"] == "not_an_object"
+    assert results[1][0] is None and results[1][1][0]["code"] == "tool_undeclared"
+    assert results[2][1][0]["code"] == "ends_without_assistant"
+    assert results[3][1][0]["code"] == "tools_invalid"
+    assert results[4][1][0]["code"] == "not_object"
 
 
 def test_openai_legacy_generic_and_finish():
@@ -172,7 +172,7 @@ def test_openai_legacy_generic_and_finish():
     assert rec["messages"][1]["content"] is None  # ToolBench thought dropped
     assert rec["messages"][-1] == {"role": "assistant", "content": "done"}
     assert results[1][1][0]["code"] == "toolbench_give_up"
-    assert results[2][1][0]["code"] == "orphan_tool_result"
+    assert results[2][1][0]["code"] == "tool_result_orphan"
     assert results[3][1][0]["code"] == "toolbench_no_trajectory"
     assert results[4][1][0]["code"] == "toolbench_query_only"  # a query list entry is not a conversation
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import plan
 from pipeline.plan import GIB, KNOWN_SHAPES, estimate, lora_params, params_from_config
-from pipeline.recipe import Recipe
+from pipeline.lib.recipe import Recipe
 
 LLAMA8 = KNOWN_SHAPES["meta-llama/Llama-3.1-8B-Instruct"]
 ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

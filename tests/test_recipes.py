@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from pipeline import plan, recipe as recipe_mod
-from pipeline.recipe import RECIPES_DIR, load
+from pipeline import plan
+from pipeline.lib import recipe as recipe_mod
+from pipeline.lib.recipe import RECIPES_DIR, load
 
 NAMES = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import count, evaluate, export, load, sft, validate
 from pipeline.lib.backends import TrainSettings, gpu_backend, training_settings
-from pipeline.recipe import load as load_recipe
+from pipeline.lib.recipe import load as load_recipe
 
 from miniature import BASES, build, cache_repo
 
@@ -199,7 +199,7 @@ def test_unsloth_is_imported_before_trl_transformers_and_peft(tmp_path, runs_dir
     import subprocess
     import sys
 
-    from pipeline.recipe import ROOT
+    from pipeline.lib.recipe import ROOT
 
     stub = tmp_path / "stub" / "unsloth"
     stub.mkdir(parents=True)
@@ -212,7 +212,7 @@ def test_unsloth_is_imported_before_trl_transformers_and_peft(tmp_path, runs_dir
     (run / "count").mkdir(parents=True)
     (run / "count" / "train.tokens.jsonl").write_text('{"id": "a", "input_ids": [1, 2], "mask": [0, 1]}\n')
     (run / "count" / "stage.json").write_text("{}")
-    code = ("from pipeline import sft; from pipeline.recipe import load; from pathlib import Path; "
+    code = ("from pipeline import sft; from pipeline.lib.recipe import load; from pathlib import Path; "
             f"sft.run(load('smollm2-135m-tools', ['backend=unsloth']), Path({str(run)!r}))")
     env = {**__import__("os").environ, "PYTHONPATH": f"{stub.parent}:{ROOT}"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -227,7 +227,7 @@ def test_the_full_size_gpu_rehearsal_runs_its_code_on_a_cpu_miniature(fixtures_d
     import subprocess
     import sys
 
-    from pipeline.recipe import ROOT
+    from pipeline.lib.recipe import ROOT
 
     out = tmp_path / "r.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_rehearsal.py"), "--cpu-smoke", "--steps", "2",

@@ -20,8 +20,8 @@ import pytest
 
 from pipeline import count, evaluate, export, load, sft, validate
 from pipeline.lib import common
-from pipeline import recipe as recipe_mod
-from pipeline.recipe import ROOT, RecipeError
+from pipeline.lib import recipe as recipe_mod
+from pipeline.lib.recipe import ROOT, RecipeError
 
 RECIPE = "smollm2-135m-tools"
 SECRETS = {"HF_TOKEN": "hf_FAKEtoken1234567890", "WANDB_API_KEY": "fake-wandb-key-0987"}
@@ -408,7 +408,7 @@ def test_max_seq_length_below_the_prompt_is_refused_by_count(chain, tiny_model_d
 
 
 def test_out_of_memory_message_names_the_keys_to_change():
-    from pipeline.recipe import load
+    from pipeline.lib.recipe import load
     from pipeline.sft import out_of_memory_message
 
     msg = out_of_memory_message(load("llama31-8b-tools"))

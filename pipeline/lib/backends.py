@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from pipeline.lib.common import StageError, console
 from pipeline.lib.models import resolve
-from pipeline.recipe import Recipe
+from pipeline.lib.recipe import Recipe
 
 
 def cuda_available() -> bool:
@@ -156,6 +156,14 @@ def _warn_remote_code(recipe: Recipe) -> None:
         console.print(f"[bold yellow]warning:[/] trust_remote_code is on: Python files shipped with {recipe.model} will run.")
 
 
+def nf4_config(compute_dtype):
+    """QLoRA's 4-bit base: NF4 with double quantization (Dettmers et al. 2023), computing in `compute_dtype`."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def unsloth_peft_kwargs(recipe: Recipe, settings: TrainSettings, n_layers: int | None) -> dict:
     """FastLanguageModel.get_peft_model's arguments: "unsloth" checkpointing offloads to CPU RAM."""
     return dict(**lora_config_kwargs(recipe, n_layers),
@@ -187,10 +195,7 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
 
     kwargs = dict(dtype=dtype, trust_remote_code=recipe.trust_remote_code, use_safetensors=True)
     if backend == "hf" and recipe.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+        kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": 0}
     elif backend == "hf" and cuda_available():
         kwargs["device_map"] = {"": 0}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.lib.common import StageError
-from pipeline.recipe import Recipe, resolve_path
+from pipeline.lib.recipe import Recipe, resolve_path
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FORMATS = ("hermes", "llama3_json", "mistral")

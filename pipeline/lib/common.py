@@ -18,8 +18,8 @@ from typing import Callable
 
 from rich.console import Console
 
-from pipeline import recipe as recipe_mod
-from pipeline.recipe import ROOT, Recipe, RecipeError
+from pipeline.lib import recipe as recipe_mod
+from pipeline.lib.recipe import ROOT, Recipe, RecipeError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -104,12 +104,20 @@ def sha256_file(path: Path) -> str:
     return recipe_mod.sha256_file(Path(path))
 
 
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers", "safetensors",
+             "unsloth", "unsloth_zoo", "bitsandbytes", "xformers", "triton", "torchao")
+
+
 def versions() -> dict:
-    out = {"python": platform.python_version(), "machine": platform.machine()}
-    for mod in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "bitsandbytes"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
+    """Python, the machine and the installed version of each library that can change a result (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict = {"python": platform.python_version(), "machine": platform.machine()}
+    for pkg in LIBRARIES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
     return out
 
 
@@ -223,23 +231,37 @@ def scrub(text: str) -> str:
 
 # --- entry point --------------------------------------------------------------------------
 
-def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
-    """`python -m pipeline.<stage> --recipe R [--run RUN] [key=value ...]`: parse, run, report."""
-    ap = argparse.ArgumentParser(prog=f"python -m pipeline.{stage}", description=sys.modules[run.__module__].__doc__,
+def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[Recipe, Path, argparse.Namespace], Path | None],
+            options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Every command's entry point: `python -m pipeline.<name> --recipe R [--run RUN] [key=value ...]`.
+    Resolves the recipe and the run folder, runs `body`, and turns the problems a user can fix (a bad
+    recipe, a StageError, Ctrl-C) into one clear line instead of a traceback."""
+    ap = argparse.ArgumentParser(prog=f"python -m pipeline.{name}", description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="smollm2-135m-tools", help="a recipe name in recipes/ (without .yaml)")
     ap.add_argument("--run", default=None, help="run folder under runs/ (default: the recipe name)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lora.r=32 data.train=my.jsonl")
+    if options:
+        options(ap)
     a = ap.parse_args(argv)
     try:
         recipe = recipe_mod.load(a.recipe, a.overrides)
         run_dir = recipe_mod.run_dir_for(a.run or a.recipe)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        out = run(recipe, run_dir)
+        out = body(recipe, run_dir, a)
     except RecipeError as e:
         recipe_mod.fail(str(e))
     except StageError as e:
-        recipe_mod.fail(f"[{stage}] {scrub(str(e))}")
+        recipe_mod.fail(f"[{name}] {scrub(str(e))}")
     except KeyboardInterrupt:
-        recipe_mod.fail(f"[{stage}] interrupted; run the same command again to resume.", code=130)
-    console.print(f"[green]{stage}[/] -> {rel(out)}")
+        recipe_mod.fail(f"[{name}] interrupted; run the same command again to resume.", code=130)
+    if out is not None:
+        console.print(f"[green]{name}[/] -> {rel(out)}")
+
+
+def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
+    """A stage's `main()`: `run(recipe, run_dir)` inside `command`, the run folder made first."""
+    def body(recipe: Recipe, run_dir: Path, _args) -> Path:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run(recipe, run_dir)
+
+    command(stage, sys.modules[run.__module__].__doc__, argv, body)

@@ -21,8 +21,8 @@ import copy
 from rich.progress import Progress
 
 from pipeline.lib.common import console
+from pipeline.lib.packing import MIN_PREFIX
 
-MIN_PREFIX = 16
 
 
 def common_prefix_len(seqs: list[list[int]]) -> int:

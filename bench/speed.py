@@ -9,7 +9,7 @@ alike. Writes bench/results.json (atomically) and prints one table per section.
 
 1. validate: examples/s of validate.check_line on a 50,000-line file (the bundled train lines
    repeated) vs json.loads alone (the cost of checking); the whole validate stage once.
-2. count: tokens/s of the count stage's way (chat.encode_many: render, loss mask, shared-prefix
+2. count: tokens/s of the count stage's way (encode.encode_many: render, loss mask, shared-prefix
    batched tokenization, mask audit) vs the per-example `len(apply_chat_template(...,
    tokenize=True))` loop vs raw batched `tokenizer(texts)` on pre-rendered texts; all three on the
    same subset, extrapolated to 50,000 examples; a short cProfile of where the time goes.
@@ -131,7 +131,7 @@ def machine() -> dict:
 
 def load_chat():
     from pipeline.lib import recipe as recipe_mod
-    from pipeline.lib.chat import Chat
+    from pipeline.lib.template import Chat
     from pipeline.lib.models import load_tokenizer
 
     recipe = recipe_mod.load(RECIPE, [])
@@ -202,7 +202,7 @@ def bench_count(cfg: dict) -> dict:
     import cProfile
     import pstats
 
-    from pipeline.lib.chat import encode_many
+    from pipeline.lib.encode import encode_many
 
     tools = bundled_tools()
     recs = read_records(BUNDLED / "train.jsonl", tools)
@@ -273,14 +273,14 @@ def bench_count(cfg: dict) -> dict:
         hits = [(v[3], v[1]) for k, v in st.items() if k[2] == func and file_part in k[0]]
         return (max(h[0] for h in hits), max(h[1] for h in hits)) if hits else (0.0, 0)
 
-    total, _ = cum("way_a", "bench.py")
-    render, renders = cum("render_adapted", "chat.py")  # every Jinja render goes through it
-    py_render, _ = cum("__call__", "chat.py")  # HermesRenderer: the Jinja template's Python twin
+    total, _ = cum("way_a", "speed.py")
+    render, renders = cum("render_adapted", "template.py")  # every Jinja render goes through it
+    py_render, _ = cum("__call__", "template.py")  # HermesRenderer: the Jinja template's Python twin
     # The Rust tokenizer, called through transformers (`tok(texts)`) or directly (`encode_batch`).
     encode = sum(v[2] for k, v in st.items() if "encode_batch" in k[2] or "encode' of 'tokenizers" in k[2])
     encodes = sum(v[1] for k, v in st.items() if "encode_batch" in k[2] or "encode' of 'tokenizers" in k[2])
     sandbox, _ = cum("getattr", "sandbox.py")  # 0 for tooltune's own templates (rendered unsandboxed)
-    audit, _ = cum("audit", "chat.py")  # Layout.audit: a chunk's masks at once
+    audit, _ = cum("audit", "mask.py")  # Layout.audit: a chunk's masks at once
     out["profile"] = {
         "examples": prof_n, "seconds": round(total, 3),
         "jinja_renders_per_example": round(renders / max(1, prof_n), 2),
@@ -426,7 +426,7 @@ def run_worker(spec: dict, tmp: Path) -> dict:
 
 
 def tokenized_rows(recs: list[dict], chat) -> list[dict]:
-    from pipeline.lib.chat import encode_many
+    from pipeline.lib.encode import encode_many
     from pipeline.lib.packing import IGNORE
 
     return [{"input_ids": ids.tolist(), "labels": [t if m else IGNORE for t, m in zip(ids.tolist(), mask.tolist())]}

@@ -23,7 +23,9 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
-from pipeline.lib import chat as chat_mod
+from pipeline.lib.encode import encode_many, where
+from pipeline.lib.parse import vllm_parser
+from pipeline.lib.template import Chat
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.hardware import tokens_per_second
@@ -105,9 +107,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     (out / "stage.json").unlink(missing_ok=True)  # outputs about to change: the old sidecar no longer vouches for them
 
     tokenizer = load_tokenizer(recipe)
-    chat = chat_mod.Chat.for_recipe(recipe, tokenizer)
+    chat = Chat.for_recipe(recipe, tokenizer)
     train = load_split(run_dir, "train")
-    console.print(f"count: template format [bold]{chat.fmt}[/] (vLLM parser {chat_mod.vllm_parser(chat.fmt)}), "
+    console.print(f"count: template format [bold]{chat.fmt}[/] (vLLM parser {vllm_parser(chat.fmt)}), "
                   f"end of turn {chat.eot!r}, {len(train)} training conversations")
 
     rows, lengths, over = [], [], []
@@ -115,14 +117,14 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     naive = defaultdict(lambda: [0, 0])  # type -> [chars, tokens]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("rendering and tokenizing", total=len(train))
-        for r, _, _, ids, mask in chat_mod.encode_many(chat, train, on_rendered=lambda n: progress.advance(task, n)):
-            where = chat_mod.where(r)
+        for r, _, _, ids, mask in encode_many(chat, train, on_rendered=lambda n: progress.advance(task, n)):
+            at = where(r)
             n = len(ids)
             lengths.append(n)
             trained_total += int(mask.sum())
             if n > recipe.max_seq_length:
                 cut_trained = int(mask[recipe.max_seq_length:].sum())
-                over.append({"id": r["id"], "where": where, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
+                over.append({"id": r["id"], "where": at, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
                              "cut_trained_tokens": cut_trained})
             rows.append({"id": r["id"], "input_ids": ids.tolist(), "mask": mask.tolist()})
 
@@ -160,7 +162,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     report = {
         "examples": len(train),
         "template_format": chat.fmt,
-        "vllm_tool_parser": chat_mod.vllm_parser(chat.fmt),
+        "vllm_tool_parser": vllm_parser(chat.fmt),
         "total_tokens": total,
         "per_example": {"min": s[0], "p50": percentile(s, 50), "p90": percentile(s, 90), "p99": percentile(s, 99),
                         "max": s[-1], "mean": round(total / len(s), 1)},

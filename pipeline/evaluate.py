@@ -23,7 +23,8 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from rich.table import Table
 
-from pipeline.lib.chat import Chat, adapt, parse
+from pipeline.lib.parse import parse
+from pipeline.lib.template import Chat, adapt
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.generation import greedy

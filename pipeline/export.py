@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from pipeline.lib.backends import cuda_available, resolve_backend
-from pipeline.lib.chat import Chat, vllm_parser
+from pipeline.lib.parse import vllm_parser
+from pipeline.lib.template import Chat
 from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, scrub, sha256_file, stage_main,
                              up_to_date, write_sidecar)
 from pipeline.lib.generation import greedy

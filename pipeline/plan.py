@@ -335,7 +335,7 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
     if not local or not lines:
         return None
     try:
-        from pipeline.lib.chat import Chat
+        from pipeline.lib.template import Chat
         from pipeline.lib.models import load_tokenizer
         from pipeline.validate import Schemas, check_line, normalize_tools
 

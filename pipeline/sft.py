@@ -195,7 +195,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     settings = training_settings(recipe, backend)
     set_seed(recipe.seed)
     model, tok = load_base(recipe, backend)
-    from pipeline.lib.chat import Chat
+    from pipeline.lib.template import Chat
 
     chat = Chat.for_recipe(recipe, tok)
     eot_id = tok.convert_tokens_to_ids(chat.eot) if chat.eot in tok.get_vocab() else None

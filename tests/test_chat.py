@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from pipeline.lib.chat import Chat, audit_mask, detect_format, parse, tokenize_with_mask
+from pipeline.lib.mask import audit_mask, tokenize_with_mask
+from pipeline.lib.parse import parse
+from pipeline.lib.template import Chat, detect_format
 from pipeline.lib.common import StageError
-from pipeline.lib.chat import TEMPLATES
+from pipeline.lib.template import TEMPLATES
 
 TOOLS = [
     {"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
@@ -75,7 +77,7 @@ def test_mask_covers_exactly_the_assistant_turns(chat):
         if m["role"] in ("user", "tool", "system"):
             assert m["content"] not in trained
     # Counting is exact: the same ids as apply_chat_template(tokenize=True).
-    from pipeline.lib.chat import adapt
+    from pipeline.lib.template import adapt
 
     ref = c.tokenizer.apply_chat_template(adapt(MESSAGES, c.fmt), tools=TOOLS, tokenize=True, chat_template=c.template)
     ref = ref["input_ids"] if hasattr(ref, "keys") else ref
@@ -158,7 +160,9 @@ def test_encode_many_equals_the_exact_per_example_way(chat):
     """The count stage's batched path (spans rendered without tools, prefix tokenized once per group,
     forked render workers) gives the ids and mask of the slow exact way: every render with the tools,
     apply_chat_template, the whole text tokenized on its own."""
-    from pipeline.lib.chat import _spans, adapt, encode_many, mask_from_offsets
+    from pipeline.lib.encode import encode_many
+    from pipeline.lib.mask import _spans, mask_from_offsets
+    from pipeline.lib.template import adapt
 
     name, c = chat
     other_tools = TOOLS[:1]
@@ -202,7 +206,7 @@ def test_byte_level_offsets_equal_the_tokenizers_own(chat, monkeypatch):
     may hold part of a character). Tokenizers where that does not hold are recognized and left alone."""
     import numpy as np
 
-    import pipeline.lib.chat as chat_mod
+    import pipeline.lib.encode as chat_mod
 
     name, c = chat
     table, ascii_only = c.token_bytes
@@ -250,7 +254,7 @@ def _hermes_chat(smol_dir):
 def test_hermes_renderer_equals_the_template_on_the_bundled_data(smol_dir):
     """Text and assistant spans, conversation by conversation, on every bundled conversation."""
     from pipeline.validate import BUNDLED, bundled_tools, read_records
-    from pipeline.lib.chat import assistant_spans
+    from pipeline.lib.mask import assistant_spans
 
     c = _hermes_chat(smol_dir)
     fast = c.fast_spans()
@@ -266,7 +270,7 @@ def test_hermes_renderer_equals_the_template_on_generated_conversations(smol_dir
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from pipeline.lib.chat import assistant_spans
+    from pipeline.lib.mask import assistant_spans
 
     c = _hermes_chat(smol_dir)
     fast = c.fast_spans()
@@ -304,7 +308,9 @@ def test_hermes_renderer_equals_the_template_on_generated_conversations(smol_dir
 
 
 def test_encode_many_falls_back_to_the_template_when_the_twin_differs(smol_dir, monkeypatch):
-    from pipeline.lib.chat import HermesRenderer, encode_many, tokenize_with_mask
+    from pipeline.lib.encode import encode_many
+    from pipeline.lib.mask import tokenize_with_mask
+    from pipeline.lib.template import HermesRenderer
 
     c = _hermes_chat(smol_dir)
     records = [{"id": f"r{i}", "messages": MESSAGES, "tools": TOOLS} for i in range(4)]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import count, validate
-from pipeline.lib.chat import adapt
+from pipeline.lib.template import adapt
 
 
 def run_count(runs_dir, run, extra):
@@ -44,7 +44,7 @@ def stored_counts(run_dir):
 def test_default_recipe_counts_equal_apply_chat_template(runs_dir, smol_dir):
     from transformers import AutoTokenizer
 
-    from pipeline.lib.chat import TEMPLATES
+    from pipeline.lib.template import TEMPLATES
 
     run = run_count(runs_dir, "c-default", [])
     tok = AutoTokenizer.from_pretrained(smol_dir)

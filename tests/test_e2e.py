@@ -55,7 +55,7 @@ def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
     check = side["figures"]["merge_check"]
     assert check["prompts"] == 3 and not check["mismatches"]
     # The exported template is byte-identical to the one training rendered with.
-    from pipeline.lib.chat import TEMPLATES
+    from pipeline.lib.template import TEMPLATES
 
     assert (run / "export/chat_template.jinja").read_bytes() == (TEMPLATES / "hermes.jinja").read_bytes()
 
@@ -100,7 +100,7 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
     and scores as a wrong tool, whatever the model chose (the old fixed 80 cut the bundled data's
     parallel calls: up to ~150 tokens)."""
     from pipeline.validate import BUNDLED, bundled_tools, read_records
-    from pipeline.lib.chat import TEMPLATES, Chat, detect_format
+    from pipeline.lib.template import TEMPLATES, Chat, detect_format
 
     from transformers import AutoTokenizer
 
@@ -124,7 +124,7 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
 
 def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_dir, runs_dir, tmp_path, monkeypatch, capsys):
     """The count stage's fingerprint covers every project module it loads (the loss mask lives in
-    chat.py) and the template text, but only the recipe keys that change its tokens: a new learning
+    lib/mask.py) and the template text, but only the recipe keys that change its tokens: a new learning
     rate does not re-tokenize the data."""
     import shutil
 
@@ -146,7 +146,7 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
     monkeypatch.setattr(common, "PACKAGE", scratch)
     stage(count, args)
     assert "nothing to do" in capsys.readouterr().out  # a byte-identical copy: same fingerprint
-    for edited in ("lib/chat.py", "templates/hermes.jinja"):
+    for edited in ("lib/mask.py", "templates/hermes.jinja"):
         with open(scratch / edited, "a") as f:
             f.write("\n")
         stage(count, args)

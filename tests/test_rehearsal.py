@@ -74,7 +74,7 @@ def test_recipe_rehearsal(name, runs_dir, hub_cache, tmp_path, request):
     gen.validate(strict=True)
     tok = AutoTokenizer.from_pretrained(merged)
     info = json.loads((merged / "tooltune.json").read_text())
-    from pipeline.lib.chat import Chat
+    from pipeline.lib.template import Chat
 
     eot = tok.convert_tokens_to_ids(Chat(tok, (merged / "chat_template.jinja").read_text(), info["tool_format"]).eot)
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]

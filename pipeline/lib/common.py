@@ -161,7 +161,7 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module == "pipeline" or node.module.startswith("pipeline."):
                 names.add(node.module)
-                # `from pipeline.lib import chat`: chat may be a module (a name that is not is skipped later)
+                # `from pipeline.lib import mask`: mask may be a module (a name that is not is skipped later)
                 names.update(f"{node.module}.{a.name}" for a in node.names)
     return names
 

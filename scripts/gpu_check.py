@@ -65,6 +65,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pipeline.lib.common import versions  # noqa: E402  (after the path and environment are set)
+from pipeline.plan import params_from_config  # noqa: E402
 
 SKIP_MESSAGE = "no NVIDIA GPU: skipping the GPU check"
 SCHEMA = 1
@@ -110,17 +111,6 @@ def model_config(vocab_size: int, smoke: bool = False, **token_ids) -> dict:
     cfg.update(vocab_size=int(vocab_size), max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5)
     cfg.update({k: v for k, v in token_ids.items() if v is not None})
     return cfg
-
-
-def count_params(cfg: dict) -> int:
-    """Parameters of a Llama with these kwargs (no biases), counting tied embeddings once."""
-    h, inter, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or h // heads
-    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2  # q, o; k, v
-    per_layer = attn + 3 * h * inter + 2 * h  # + gate, up, down; two RMSNorms
-    embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings", True) else 2)
-    return embeddings + layers * per_layer + h
 
 
 def gpu_peak_flops(name: str | None) -> tuple[str | None, float | None]:
@@ -275,7 +265,7 @@ def build_model(out: Path, smoke: bool, tokenizer_dir: str | None = None) -> dic
     tok.save_pretrained(out)
     del model
     gc.collect()
-    return {"dir": str(out), "config": cfg_kwargs, "n_params": n, "n_params_formula": count_params(cfg_kwargs),
+    return {"dir": str(out), "config": cfg_kwargs, "n_params": n, "n_params_formula": params_from_config(cfg_kwargs)["total"],
             "tokenizer": source, "vocab_size": len(tok), "eos_token_id": eos, "pad_token_id": tok.pad_token_id}
 
 
@@ -295,13 +285,6 @@ def make_recipe(ctx: dict, backend: str, load_in_4bit: bool):
                max_seq_length=max(2048, ctx["seq_len"]), seed=0)
     r.lora.r, r.lora.alpha, r.lora.dropout = 16, 32, ctx["lora_dropout"]
     return r
-
-
-def use_trainer(ctx: dict) -> bool:
-    have = all(importlib.util.find_spec(m) for m in ("trl", "datasets"))
-    if ctx["loop"] == "trainer" and not have:
-        raise RuntimeError("--loop trainer but trl/datasets are not installed")
-    return have if ctx["loop"] == "auto" else ctx["loop"] == "trainer"
 
 
 def _clock():
@@ -325,7 +308,8 @@ def _clock():
     return Clock
 
 
-def _sft_config(ctx: dict, outdir: Path, steps: int, lr: float, dtype, **extra):
+def _plain_sft_config(ctx: dict, outdir: Path, steps: int, lr: float, dtype, **extra):
+    """The plain TRL + PEFT script's own SFTConfig: the baseline, so by design not the sft stage's builder."""
     import torch
     from trl import SFTConfig
 
@@ -338,51 +322,28 @@ def _sft_config(ctx: dict, outdir: Path, steps: int, lr: float, dtype, **extra):
                      **extra)
 
 
-def train_repo_style(model, tok, rows, collator, ctx: dict, outdir: Path, steps: int, lr: float) -> dict:
-    """Like pipeline/sft.py: SFTTrainer (with its CPU fallback loss) and the repo's collator; or a plain loop."""
-    if not use_trainer(ctx):
-        return plain_loop(model, rows, collator, ctx, steps, lr)
+def train_repo_style(model, tok, rows, collator, ctx: dict, outdir: Path, steps: int, lr: float, backend: str) -> dict:
+    """Like pipeline/sft.py: SFTTrainer (with its CPU fallback loss), the repo's collator, and the SFTConfig the
+    sft stage builds (pipeline.sft.sft_config) for this check's recipe: `steps` micro-batches at a constant `lr`."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from pipeline.sft import make_trainer_class
+    from pipeline.lib.backends import training_settings
+    from pipeline.sft import make_trainer_class, sft_config
 
+    recipe = make_recipe(ctx, backend, False)
+    t = recipe.train
+    t.max_steps, t.lr, t.scheduler, t.warmup_ratio, t.optim = steps, lr, "constant", 0.0, "adamw_torch"
+    t.batch_size, t.grad_accum, t.logging_steps, t.save_steps = ctx["batch"], 1, 1, 10**9
     clock = _clock()(ctx["device"])
-    args = _sft_config(ctx, outdir, steps, lr, model.dtype, remove_unused_columns=False,
-                       dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
+    args = sft_config(recipe, training_settings(recipe, backend), outdir, use_cpu=ctx["device"] == "cpu",
+                      model_dtype=model.dtype)
+    args.disable_tqdm = True
     trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                              data_collator=collator, processing_class=tok, callbacks=[clock])
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"loop": f"{type(trainer).__name__} (TRL)", "losses": losses, "step_s": clock.seconds}
-
-
-def plain_loop(model, rows, collator, ctx: dict, steps: int, lr: float) -> dict:
-    """AdamW on the trainable parameters, bf16 autocast on a GPU: for machines without trl/datasets."""
-    import torch
-
-    device = ctx["device"]
-    dev = model.device if hasattr(model, "device") else torch.device(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    losses, seconds = [], []
-    b = ctx["batch"]
-    _sync(device)
-    t = time.perf_counter()
-    for s in range(steps):
-        chunk = rows[(s * b) % len(rows):(s * b) % len(rows) + b]
-        batch = {k: v.to(dev) for k, v in collator(chunk).items()}
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = model(**batch, use_cache=False).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        _sync(device)
-        now = time.perf_counter()
-        seconds.append(now - t)
-        t = now
-    return {"loop": "plain torch loop", "losses": losses, "step_s": seconds}
 
 
 def _repo_model(ctx: dict, backend: str, load_in_4bit: bool):
@@ -427,7 +388,7 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
         clock = _clock()(device)
         peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=ctx["lora_dropout"], target_modules=list(LORA_TARGETS),
                                  use_rslora=True, task_type="CAUSAL_LM")
-        args = _sft_config(ctx, workdir / "trainer", steps, ctx["lr"], dtype, max_length=ctx["seq_len"], packing=False)
+        args = _plain_sft_config(ctx, workdir / "trainer", steps, ctx["lr"], dtype, max_length=ctx["seq_len"], packing=False)
         # make_trainer_class is SFTTrainer itself wherever TRL's Triton loss exists (any CUDA machine); on a CPU
         # it swaps in the repo's plain-torch loss so the smoke run can train at all.
         trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(rows),
@@ -449,7 +410,8 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
                    dtype=str(model.dtype).replace("torch.", ""), collator=f"PackCollator(mode={mode})",
                    load_s=time.perf_counter() - t0)
         _after_load(rec, device)
-        out = train_repo_style(model, tok, rows, _collator(tok, model, mode, stats), ctx, workdir / "trainer", steps, ctx["lr"])
+        out = train_repo_style(model, tok, rows, _collator(tok, model, mode, stats), ctx, workdir / "trainer", steps, ctx["lr"],
+                               backend)
         computed_per_step = stats["computed_tokens"] / max(1, stats["conversations"]) * ctx["batch"] if stats else None
     from pipeline.lib.backends import param_counts
 
@@ -508,7 +470,7 @@ def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
     rows = make_rows(ctx["e2e_steps"] * ctx["batch"], ctx["seq_len"], ctx["vocab_size"], seed=2)
     mode = "none" if backend == "unsloth" else "shared_prefix"
     out = train_repo_style(model, tok, rows, _collator(tok, model, mode, {}), ctx, workdir / "trainer",
-                           ctx["e2e_steps"], ctx["e2e_lr"])
+                           ctx["e2e_steps"], ctx["e2e_lr"], backend)
     rec.update(loop=out["loop"], losses=out["losses"])
     finite = bool(out["losses"]) and all(math.isfinite(x) for x in out["losses"])
     lora_b = max((p.detach().abs().max().item() for n, p in model.named_parameters() if "lora_B" in n), default=0.0)
@@ -714,8 +676,6 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--e2e-lr", type=float, default=1e-3, help="higher, so the adapter visibly changes the model")
     p.add_argument("--lora-dropout", type=float, default=0.05, help="the repo's default (Unsloth's fast LoRA path wants 0)")
-    p.add_argument("--loop", choices=("auto", "trainer", "plain"), default="auto",
-                   help="auto: TRL's SFTTrainer when trl+datasets are installed, else a plain torch loop")
     p.add_argument("--shared-prefix", action="store_true", help="rows share their masked first half (packing's case)")
     p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
                    help="one subprocess per configuration (auto: yes on a GPU, no in the CPU smoke run)")
@@ -816,7 +776,7 @@ def main(argv=None) -> int:
         m = result["model"]
         ctx = dict(model_dir=m["dir"], n_params=m["n_params"], vocab_size=m["vocab_size"], device=device,
                    peak_flops=gpu.get("peak_bf16_flops"), lr=args.lr, e2e_lr=args.e2e_lr, lora_dropout=args.lora_dropout,
-                   loop=args.loop, shared_prefix=args.shared_prefix, max_new_tokens=12, **d)
+                   shared_prefix=args.shared_prefix, max_new_tokens=12, **d)
         ctx_path = tmp / "ctx.json"
         ctx_path.write_text(json.dumps(ctx))
         print(f"model: {m['n_params']:,} parameters, tokenizer {m['tokenizer'].split(' (')[0]}, vocab {m['vocab_size']:,}; "

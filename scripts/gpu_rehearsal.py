@@ -42,6 +42,8 @@ for p in (ROOT, ROOT / "scripts", ROOT / "tests"):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pipeline.lib.common import write_json_atomic  # noqa: E402  (after the path is set)
+
 PARTS = ("unsloth", "hf", "plain", "export")
 ANCHORS = {"torchtune_rtx4090_tokens_per_s": 2413, "torchtune_rtx4090_peak_gib": 7.4, "article_gib": (8, 10)}
 GIB = 1 << 30
@@ -231,7 +233,7 @@ def worker(args) -> int:
         import traceback
 
         rec = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
-    Path(args.result).write_text(json.dumps(rec, default=str))
+    write_json_atomic(Path(args.result), rec)
     return 0
 
 
@@ -260,7 +262,7 @@ def main(argv=None) -> int:
     result = {"recipe": args.recipe, "device": name or "cpu (smoke)", "gpu_class": gpu_peak_flops(name)[0],
               "versions": versions(), "anchors": ANCHORS, "parts": {}}
     result["model"] = build(ctx)
-    (workdir / "ctx.json").write_text(json.dumps(ctx))
+    write_json_atomic(workdir / "ctx.json", ctx)
     parts = [p for p in PARTS if not args.only or p in args.only.split(",")]
     if args.cpu_smoke:
         parts = [p for p in parts if p != "unsloth"]
@@ -279,12 +281,12 @@ def main(argv=None) -> int:
             rec = {"status": "error", "error": f"timed out after {min(args.timeout_s, left):.0f} s"}
         rec["wall_s"] = round(time.time() - t0, 1)
         result["parts"][part] = rec
-        out.write_text(json.dumps(result, indent=2, default=str))
+        write_json_atomic(out, result)
     base = result["parts"].get("plain", {}).get("tokens_per_s")
     for rec in result["parts"].values():
         if base and rec.get("tokens_per_s"):
             rec["speed_vs_plain"] = rec["tokens_per_s"] / base
-    out.write_text(json.dumps(result, indent=2, default=str))
+    write_json_atomic(out, result)
     print(f"{'part':8} {'status':7} {'tok/s':>8} {'x plain':>8} {'peak GiB':>9} {'plan GiB':>9} {'meas/plan':>9}")
     def f(rec: dict, k: str, spec: str = ".1f") -> str:
         v = rec.get(k)

@@ -9,10 +9,28 @@
 RECIPE ?= smollm2-135m-tools
 RUN ?= $(RECIPE)
 ARGS ?=
+
+# Names reach a shell line only after Make itself has checked their text (never expanded, never run):
+# letters, digits, `.`, `_`, `-`, not starting with `.`, `_` or `-`; paths (IN, OUT) may also hold `/`.
+# ARGS never reaches a shell: it travels in the environment (TOOLTUNE_ARGS), split by Python as a shell
+# would split words, with nothing expanded or run.
+SAFE := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X Y Z \
+        0 1 2 3 4 5 6 7 8 9 . _ -
+_strip = $(if $(2),$(call _strip,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+bad_name = $(or $(if $(strip $(1)),,empty),$(word 2,$(1)),$(call _strip,$(1),$(SAFE)),$(filter .% _% -%,$(1)))
+bad_path = $(or $(word 2,$(1)),$(call _strip,$(1),$(SAFE) /))
+text_of = $(if $(filter file default,$(origin $(1))),$(value $(2)),$(value $(1)))
+RECIPE_TEXT := $(value RECIPE)
+RUN_TEXT := $(call text_of,RUN,RECIPE)
+$(if $(call bad_name,$(RECIPE_TEXT)),$(error RECIPE='$(RECIPE_TEXT)' is not allowed: use letters, digits, `.`, `_`, `-` (a file in recipes/, without .yaml)))
+$(if $(call bad_name,$(RUN_TEXT)),$(error RUN='$(RUN_TEXT)' is not allowed: use letters, digits, `.`, `_`, `-` (a folder in runs/)))
+$(foreach v,FORMAT IN OUT,$(if $(call bad_path,$(value $(v))),$(error $(v)='$(value $(v))' is not allowed: use letters, digits, `.`, `_`, `-`, `/`)))
+export TOOLTUNE_ARGS := $(value ARGS)
+
 PY := .venv/bin/python
 R := runs/$(RUN)
 VENV := .venv/.installed
-STAGE = $(PY) -m pipeline.$(1) --recipe $(RECIPE) --run $(RUN) $(ARGS)
+STAGE = $(PY) -m pipeline.$(1) --recipe $(RECIPE) --run $(RUN)
 # Every stage depends on all of the package's sources and templates: Make over-approximates, and the
 # stage's fingerprint (the modules it really imports, the template text, the recipe keys it reads) decides.
 SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) recipes/$(RECIPE).yaml
@@ -33,10 +51,10 @@ $(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/insta
 venv: $(VENV) ## create .venv and install everything (CPU torch, or CUDA + GPU extras where nvidia-smi finds a GPU)
 
 $(R)/recipe.yaml: FORCE | $(VENV)
-	@$(PY) -m pipeline.resolve --recipe $(RECIPE) --run $(RUN) --write $(ARGS)
+	@$(PY) -m pipeline.resolve --recipe $(RECIPE) --run $(RUN) --write
 
 preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): every missing thing at once
-	@$(PY) -m pipeline.preflight --recipe $(RECIPE) $(ARGS)
+	@$(PY) -m pipeline.preflight --recipe $(RECIPE)
 
 $(R)/validate/stage.json: $(R)/recipe.yaml $(SRC)
 	$(call STAGE,validate)
@@ -67,7 +85,7 @@ status: $(VENV) ## one line per stage of runs/$(RUN)
 	@$(PY) -m pipeline.status --run $(RUN)
 
 plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
-	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN) $(ARGS)
+	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN)
 
 test: lint ## the linter, then the test suite (CPU; GPU tests are skipped without a GPU)
 	$(PY) -m pytest -q
@@ -76,19 +94,21 @@ lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says w
 	$(PY) -m ruff check pipeline scripts tests bench data
 
 bench: $(VENV) ## speed and memory as ratios against baselines measured in the same run
-	@$(PY) -m bench.speed $(ARGS)
+	@$(PY) -m bench.speed
 
 gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); skips without a GPU
 	@if [ -f scripts/gpu_check.py ]; then $(PY) scripts/gpu_check.py; else echo "no GPU check yet"; fi
 
 gpu-rehearsal: $(VENV) ## full-size 8B rehearsal on a GPU: unsloth vs hf vs plain TRL, plan vs measured VRAM, the 8B merge
-	@$(PY) scripts/gpu_rehearsal.py $(ARGS)
+	@$(PY) scripts/gpu_rehearsal.py
 
 import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl IN=file OUT=file.jsonl to the canonical format
 	$(PY) -m pipeline.formats $(FORMAT) $(IN) $(OUT)
 
-clean: ## delete runs/$(RUN)
-	rm -rf $(R)
+clean: ## delete runs/$(RUN) (only a run folder: one with a recipe.yaml)
+	@if [ ! -e $(R) ]; then echo "make clean: $(R) does not exist"; \
+	elif [ -f $(R)/recipe.yaml ]; then rm -rf $(R) && echo "make clean: deleted $(R)"; \
+	else echo "make clean: $(R) is not a run folder (no recipe.yaml): nothing deleted" >&2; exit 2; fi
 
 distclean: ## delete runs/, .venv and the converted-model cache
 	rm -rf runs .venv .cache

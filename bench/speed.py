@@ -664,6 +664,10 @@ def config(quick: bool, repeats: int | None) -> dict:
 
 
 def main(argv=None) -> None:
+    if argv is None:  # `make ... ARGS="--flag ..."` passes ARGS in the environment, never through a shell line
+        import shlex
+
+        argv = sys.argv[1:] + shlex.split(os.environ.get("TOOLTUNE_ARGS", ""))
     ap = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute a section): for debugging")

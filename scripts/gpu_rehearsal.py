@@ -238,6 +238,10 @@ def worker(args) -> int:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # `make ... ARGS="--flag ..."` passes ARGS in the environment, never through a shell line
+        import shlex
+
+        argv = sys.argv[1:] + shlex.split(os.environ.get("TOOLTUNE_ARGS", ""))
     args = parse_args(argv)
     if args.worker:
         return worker(args)

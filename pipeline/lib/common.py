@@ -231,6 +231,18 @@ def scrub(text: str) -> str:
 
 # --- entry point --------------------------------------------------------------------------
 
+def env_args() -> list[str]:
+    """`make ... ARGS="k=v ..."` passes ARGS in the environment (TOOLTUNE_ARGS), never through a shell line:
+    split here as a shell splits words (quotes group), with nothing expanded or run."""
+    import shlex
+
+    text = os.environ.get("TOOLTUNE_ARGS", "")
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise RecipeError([f"ARGS={text!r} does not split into words ({e}): close the quote."], "ARGS") from None
+
+
 def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[Recipe, Path, argparse.Namespace], Path | None],
             options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
     """Every command's entry point: `python -m pipeline.<name> --recipe R [--run RUN] [key=value ...]`.
@@ -245,7 +257,7 @@ def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[
         options(ap)
     a = ap.parse_args(argv)
     try:
-        recipe = recipe_mod.load(a.recipe, a.overrides)
+        recipe = recipe_mod.load(a.recipe, a.overrides + env_args())
         run_dir = recipe_mod.run_dir_for(a.run or a.recipe)
         out = body(recipe, run_dir, a)
     except RecipeError as e:

@@ -104,7 +104,6 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         write_schedule(recipe, out)
         return out / "report.json"
-    (out / "stage.json").unlink(missing_ok=True)  # outputs about to change: the old sidecar no longer vouches for them
 
     tokenizer = load_tokenizer(recipe)
     chat = Chat.for_recipe(recipe, tokenizer)

@@ -539,10 +539,10 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     write_jsonl_atomic(out / "rejects.jsonl", rejects)
     write_json_atomic(out / "report.json", report)
     show(report, rejects)
-    write_sidecar(out, STAGE, recipe, inputs, fp, started, {k: report[k] for k in ("lines_read", "accepted", "rejected")})
-    if rejects and d.on_invalid == "fail":
+    if rejects and d.on_invalid == "fail":  # before the sidecar: a failed validation is never taken as done
         raise StageError(f"{len(rejects)} invalid line(s) (data.on_invalid=fail); every one is listed above and in "
                          f"{rel(out / 'rejects.jsonl')}. Fix them, or set data.on_invalid=reject to train on the rest.")
+    write_sidecar(out, STAGE, recipe, inputs, fp, started, {k: report[k] for k in ("lines_read", "accepted", "rejected")})
     return out / "report.json"
 
 

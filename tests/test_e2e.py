@@ -154,3 +154,21 @@ def test_a_stage_reruns_when_code_it_imports_or_the_template_changes(tiny_model_
     (scratch / "lib" / "generation.py").write_text((scratch / "lib" / "generation.py").read_text() + "\n")
     stage(count, args)
     assert "nothing to do" in capsys.readouterr().out  # a module count never imports does not
+
+
+def test_a_stage_whose_outputs_changed_is_run_again(tiny_model_dir, runs_dir, capsys):
+    """Up to date means: the sidecar's fingerprint matches and every output it recorded is the file it
+    wrote. A half-written or edited output (another run's crash, a hand edit) makes the stage run again."""
+    args = tiny_args(tiny_model_dir)
+    stage(validate, args)
+    train = runs_dir / "e2e" / "validate" / "train.jsonl"
+    whole = train.read_text()
+    train.write_text("".join(whole.splitlines(keepends=True)[:5]))  # what a crash half-way would leave
+    capsys.readouterr()
+    stage(validate, args)
+    assert "nothing to do" not in capsys.readouterr().out
+    assert train.read_text() == whole
+    side = json.loads((runs_dir / "e2e" / "validate" / "stage.json").read_text())
+    assert set(side["outputs"]) >= {"train.jsonl", "eval.jsonl", "report.json"}
+    stage(validate, args)
+    assert "nothing to do" in capsys.readouterr().out

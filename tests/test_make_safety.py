@@ -81,3 +81,20 @@ def test_args_travel_without_a_shell(tmp_path):
     out = make(ROOT, "validate", "RUN=args-check", 'ARGS=data.max_train=12 data.eval_max="3"', env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "runs" / "args-check" / "validate" / "report.json").is_file()
+
+
+def test_a_failed_validation_is_not_trusted_by_the_next_run(tmp_path):
+    """data.on_invalid=fail: every run of validate fails while the data is bad, and count never goes on."""
+    if not (ROOT / ".venv" / ".installed").is_file():
+        pytest.skip("needs the project's .venv (make venv)")
+    good = (ROOT / "data" / "customer_service" / "train.jsonl").read_text().splitlines()[:30]
+    data = tmp_path / "bad.jsonl"
+    data.write_text("\n".join(good[:10] + ['{"messages": "not a list"}'] + good[10:]) + "\n")
+    env = {"TOOLTUNE_RUNS": str(tmp_path / "runs")}
+    args = f"ARGS=data.on_invalid=fail data.train={data} data.eval=null"
+    for _ in range(2):
+        out = make(ROOT, "validate", "RUN=fail-check", args, env=env)
+        assert out.returncode == 2 and "invalid line" in out.stderr
+        assert not (tmp_path / "runs" / "fail-check" / "validate" / "stage.json").exists()
+    out = make(ROOT, "count", "RUN=fail-check", args, env=env)
+    assert out.returncode == 2 and not (tmp_path / "runs" / "fail-check" / "count").exists()

@@ -230,8 +230,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     shutil.copytree(chain / "export", merged)
     side = json.loads((merged / "stage.json").read_text())
     side["fingerprint"] = "0" * 64
-    stale = json.dumps(side)
-    (merged / "stage.json").write_text(stale)
+    (merged / "stage.json").write_text(json.dumps(side))
     (merged / "model.safetensors").write_bytes(b"not a model")
     monkeypatch.setattr(export, "greedy", failing("mismatch"))
     with pytest.raises(SystemExit) as exc:
@@ -239,7 +238,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "does not generate what the adapter model does" in err and "Traceback" not in err
-    assert (merged / "stage.json").read_text() == stale, "the failed export must not vouch for merged/"
+    assert not (merged / "stage.json").exists(), "the failed export must not vouch for export/: its stale sidecar is gone"
     assert not (run / ".export.tmp").exists()
 
     # (c) the next run rebuilds merged/ completely

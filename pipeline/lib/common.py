@@ -187,25 +187,54 @@ def stage_sources(stage: str) -> list[Path]:
     return sorted(seen.values()) + sorted((PACKAGE / "templates").glob("*.jinja"))
 
 
+# Files a stage folder holds that its sidecar does not vouch for: the sidecar itself, count's step and
+# time estimate (rewritten on every run, as train.* changes), and sft's resumable checkpoints.
+NOT_OUTPUTS = {"stage.json", "schedule.json"}
+NOT_OUTPUT_DIRS = {"checkpoints"}
+WHOLE_HASH_LIMIT = 256 << 20  # larger files (merged weights) are identified by size and modification time
+
+
+def output_digests(stage_dir: Path) -> dict[str, str]:
+    """What the sidecar records of a stage's outputs: every file under the stage folder, by its path in it."""
+    out = {}
+    for p in sorted(Path(stage_dir).rglob("*")):
+        r = p.relative_to(stage_dir)
+        if not p.is_file() or r.name in NOT_OUTPUTS and len(r.parts) == 1 or r.parts[0] in NOT_OUTPUT_DIRS:
+            continue
+        st = p.stat()
+        out[str(r)] = sha256_file(p) if st.st_size <= WHOLE_HASH_LIMIT else f"size={st.st_size} mtime_ns={st.st_mtime_ns}"
+    return out
+
+
 def up_to_date(stage_dir: Path, fp: str) -> bool:
+    """True when the sidecar says the stage succeeded with this fingerprint and every output it recorded is
+    still the file it wrote. Otherwise the stale sidecar is removed before the stage does any work, so a stage
+    that then fails (or is killed) leaves nothing that a later run, or Make, could take as done."""
     side = stage_dir / "stage.json"
     try:
-        fresh = json.loads(side.read_text()).get("fingerprint") == fp
+        doc = json.loads(side.read_text())
+        recorded = doc.get("outputs")
+        fresh = doc.get("fingerprint") == fp and isinstance(recorded, dict) and all(
+            output_digests(stage_dir).get(name) == digest for name, digest in recorded.items())
     except (OSError, ValueError):
-        return False
+        fresh = False
     if fresh:
         with contextlib.suppress(OSError):
             os.utime(side)  # tell Make this stage is current, so it is not asked again next time
+    else:
+        side.unlink(missing_ok=True)
     return fresh
 
 
 def write_sidecar(stage_dir: Path, stage: str, recipe: Recipe, inputs: list[Path], fp: str, started: float,
                   figures: dict | None = None) -> Path:
-    """stage.json: written last, so its presence means the stage's outputs are complete."""
+    """stage.json: written last, only on success, so its presence means the stage's outputs are complete; it
+    records their digests, and `up_to_date` trusts the stage only while they still match."""
     doc = {
         "stage": stage,
         "fingerprint": fp,
         "inputs": {str(rel(p)): sha256_file(p) for p in inputs if Path(p).is_file()},
+        "outputs": output_digests(stage_dir),
         "recipe": recipe.to_dict(),
         "versions": versions(),
         "wall_time_s": round(time.time() - started, 2),

@@ -172,3 +172,40 @@ def test_a_stage_whose_outputs_changed_is_run_again(tiny_model_dir, runs_dir, ca
     assert set(side["outputs"]) >= {"train.jsonl", "eval.jsonl", "report.json"}
     stage(validate, args)
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_one_process_at_a_time_per_run_folder(tiny_model_dir, runs_dir, tmp_path):
+    """A second stage on a RUN that another process holds stops at once and names the holder."""
+    import os
+    import sys
+
+    from pipeline.lib.common import run_lock
+
+    args = tiny_args(tiny_model_dir)
+    err = tmp_path / "child.err"
+    with run_lock(runs_dir / "e2e", "sft"):
+        child = os.fork()
+        if child == 0:  # another process: its validate must refuse, not write
+            try:
+                sys.stderr = open(err, "w")
+                stage(validate, args)
+                os._exit(0)
+            except SystemExit as e:
+                os._exit(e.code if isinstance(e.code, int) else 1)
+        _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert f"is in use by pid {os.getpid()} (stage sft" in err.read_text()
+    assert not (runs_dir / "e2e" / "validate").exists()
+    stage(validate, args)  # once free, it runs
+    assert (runs_dir / "e2e" / "validate" / "stage.json").is_file()
+
+
+def test_temporary_folders_have_names_of_their_own(tmp_path):
+    from pipeline.lib.common import atomic_dir
+
+    target = tmp_path / "export"
+    with atomic_dir(target, leftovers=False) as a, atomic_dir(target, leftovers=False) as b:
+        assert a != b and a.is_dir() and b.is_dir()
+        (a / "x").write_text("a")
+        (b / "x").write_text("b")
+    assert (target / "x").read_text() in ("a", "b") and not list(tmp_path.glob(".export.*"))

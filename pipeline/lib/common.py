@@ -71,26 +71,50 @@ def write_jsonl_atomic(path: Path, rows) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path):
-    """Build a directory under a temporary name; it appears under `path` only when complete."""
+def atomic_dir(path: Path, leftovers: bool = True):
+    """Build a directory under a temporary name of its own; it appears under `path` only when complete.
+    `leftovers`: first remove the temporary folders that killed builds of the same directory left behind
+    (safe inside a run folder, which one process at a time holds: `run_lock`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    if leftovers:
+        for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}.*.old"),
+                      path.parent / f".{path.name}.tmp", path.parent / f".{path.name}.old"]:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.parent / f".{path.name}.old"
+    old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
     if path.exists():
-        if old.exists():
-            shutil.rmtree(old)
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, stage: str):
+    """One process at a time per run folder: a second stage on the same RUN stops at once with a message
+    naming the process that holds it, instead of both writing and the last one winning."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise StageError(f"{rel(run_dir)} is in use by {holder}: wait for it to finish, or use another RUN=.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} (stage {stage}, since {time.strftime('%H:%M:%S')})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -302,7 +326,7 @@ def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[
 def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
     """A stage's `main()`: `run(recipe, run_dir)` inside `command`, the run folder made first."""
     def body(recipe: Recipe, run_dir: Path, _args) -> Path:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run(recipe, run_dir)
+        with run_lock(run_dir, stage):
+            return run(recipe, run_dir)
 
     command(stage, sys.modules[run.__module__].__doc__, argv, body)

@@ -46,7 +46,7 @@ def builtin_dir(name: str) -> Path:
     model.config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = model.config.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, leftovers=False) as tmp:  # .cache/ is shared by runs: only our own temp folder
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     return out

@@ -41,6 +41,7 @@ MAX_LINE_BYTES = 4 << 20
 CODES = {
     "utf8": "the line is not valid UTF-8; re-save the file as UTF-8",
     "json": "the line is not valid JSON; one JSON object per line, no trailing commas, no multi-line objects",
+    "surrogate": "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no character: fix or drop it",
     "not_object": "the line must be a JSON object with a `messages` list",
     "too_long": "the line is over 4 MiB; split the conversation",
     "messages_missing": "add `messages`: a non-empty list of {role, content} objects",
@@ -153,6 +154,11 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
         return None, [problem("json", str(e)[:200])]
     if not isinstance(obj, dict):
         return None, [problem("not_object", f"got a JSON {type(obj).__name__}")]
+    if "\\u" in text:  # an escape can encode half a surrogate pair, which no later step can write or tokenize
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            return None, [problem("surrogate", f"{e.object[max(0, e.start - 20):e.start]!r} is followed by {e.object[e.start]!r}")]
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         return None, [problem("messages_missing", "`messages` is missing, empty or not a list")]

@@ -59,3 +59,26 @@ def test_token_report_is_preferred(tmp_path):
     (tmp_path / "count" / "report.json").write_text(json.dumps({"tokens_per_epoch": 1_000_000}))
     p = plan.plan(r, tmp_path)
     assert p["time"]["tokens"] == 3_000_000 and p["time"]["basis"].startswith("counted")
+
+
+def test_impossible_numbers_are_refused_with_every_problem_at_once():
+    with pytest.raises(recipe_mod.RecipeError) as e:
+        load("smollm2-135m-tools", ["train.lr=.nan", "train.epochs=.inf", "eval.max_turns=0", "export.check_prompts=0",
+                                    "train.save_total_limit=0"])
+    text = str(e.value)
+    for key in ("train.lr", "train.epochs", "eval.max_turns", "export.check_prompts", "train.save_total_limit"):
+        assert f"`{key}`" in text, key
+
+
+def test_a_recipe_that_is_not_utf8_gets_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipe_mod, "RECIPES_DIR", tmp_path)
+    (tmp_path / "latin.yaml").write_bytes(b"description: caf\xe9\n")
+    with pytest.raises(recipe_mod.RecipeError, match="not UTF-8"):
+        load("latin")
+
+
+def test_errors_print_brackets_as_text(capsys):
+    """A stage prefix like [validate] or a value holding rich markup ([/], [bold]) prints verbatim."""
+    with pytest.raises(SystemExit):
+        recipe_mod.fail("[validate] data.train=[bold]x[/] has no file")
+    assert "[validate] data.train=[bold]x[/] has no file" in capsys.readouterr().err

@@ -194,6 +194,8 @@ def test_check_line_never_crashes_on_hostile_input():
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "string"}}}]}, "tools_invalid"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "#"}}}]}, "tools_invalid"),
     ({"tools": [{"type": "function", "function": {"name": "f", "description": ["x"]}}]}, "tools_invalid"),
+    # a lone surrogate escape: no character, so the split's hashing and every writer crashed on it
+    ({"messages": [{"role": "user", "content": "hi \ud800 there"}, {"role": "assistant", "content": "ok"}]}, "surrogate"),
 ])
 def test_lines_that_crashed_the_validator_are_rejected_with_a_reason(line, code):
     """Found by fuzzing check_line: each used to raise (TypeError, jsonschema's Unresolvable, RecursionError)

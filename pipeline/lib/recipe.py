@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
 import types
@@ -341,13 +342,20 @@ def check(r: Recipe) -> list[str]:
         "train.grad_accum": r.train.grad_accum, "max_seq_length": r.max_seq_length,
         "train.save_steps": r.train.save_steps, "train.logging_steps": r.train.logging_steps,
         "eval.batch_size": r.eval.batch_size, "export.check_new_tokens": r.export.check_new_tokens,
+        "eval.max_turns": r.eval.max_turns, "export.check_prompts": r.export.check_prompts,
+        "train.save_total_limit": r.train.save_total_limit,
         "data.eval_max": r.data.eval_max, "data.max_train": r.data.max_train,
         "train.max_pack_tokens": r.train.max_pack_tokens,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:
             p.append(f"`{key}` is {value}; it must be at least 1.")
-    if r.train.lr <= 0:
+    for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("train.warmup_ratio", r.train.warmup_ratio),
+                       ("train.weight_decay", r.train.weight_decay), ("lora.dropout", r.lora.dropout),
+                       ("data.eval_fraction", r.data.eval_fraction)):
+        if not math.isfinite(value):
+            p.append(f"`{key}` is {value}; it must be a finite number.")
+    if math.isfinite(r.train.lr) and r.train.lr <= 0:
         p.append(f"`train.lr` is {r.train.lr}; it must be positive (e.g. 2e-4).")
     if r.train.epochs <= 0 and r.train.max_steps <= 0:
         p.append("`train.epochs` is not positive and `train.max_steps` is not set: set one of them.")
@@ -393,9 +401,11 @@ def load(name: str, overrides: list[str] | None = None, run: str | None = None) 
     """Read recipes/<name>.yaml over the defaults, then apply `key=value` overrides."""
     path = recipe_path(name)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise RecipeError([f"recipes/{name}.yaml is not valid YAML: {e}"]) from None
+    except UnicodeDecodeError as e:
+        raise RecipeError([f"recipes/{name}.yaml is not UTF-8 text (byte {e.start}: {e.reason}): save it as UTF-8."]) from None
     if not isinstance(values, dict):
         raise RecipeError([f"recipes/{name}.yaml must be a mapping of keys to values."])
     recipe = Recipe(name=name)
@@ -443,5 +453,8 @@ def fail(message: str, code: int = 2) -> typing.NoReturn:
     """Print a clear error (no traceback) and exit."""
     from rich.console import Console
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # The message is text, not markup: `[validate]`, or a value holding `[/]`, prints as it is.
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise SystemExit(code)

@@ -209,3 +209,22 @@ def test_temporary_folders_have_names_of_their_own(tmp_path):
         (a / "x").write_text("a")
         (b / "x").write_text("b")
     assert (target / "x").read_text() in ("a", "b") and not list(tmp_path.glob(".export.*"))
+
+
+def test_artifacts_follow_the_umask(tmp_path):
+    """Files and folders written atomically get the modes open() and mkdir() would give (a server running
+    as another user can read the export), not the 0600/0700 of temporary files."""
+    import os
+    import stat
+
+    from pipeline.lib.common import atomic_dir, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        f = write_text_atomic(tmp_path / "a.json", "{}")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

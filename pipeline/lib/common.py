@@ -38,12 +38,19 @@ def _check_space(path: Path, need: int) -> None:
         raise StageError(f"not enough disk space in {path}: {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free.")
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _check_space(path.parent, len(data) + (1 << 20))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: follow the umask, as open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -83,6 +90,7 @@ def atomic_dir(path: Path, leftovers: bool = True):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700: a server running as another user must read it
     try:
         yield tmp
     except BaseException:

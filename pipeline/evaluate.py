@@ -29,7 +29,7 @@ from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_ma
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.generation import greedy
 from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
-from pipeline.export import base_16bit
+from pipeline.export import base_16bit, check_16bit
 from pipeline.lib.recipe import Recipe
 
 STAGE = "evaluate"
@@ -164,7 +164,6 @@ def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
 
 
 def load_model(path: str, recipe: Recipe, name: str):
-    from pipeline.export import check_16bit
     from pipeline.lib.backends import cuda_available
 
     check_16bit(path, name)

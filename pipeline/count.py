@@ -65,6 +65,32 @@ def pieces(messages: list[dict], tools: list[dict]):
         yield json.dumps(tools, ensure_ascii=False)
 
 
+# Where an added token can hide in text: anything in angle or square brackets without spaces (<|eot_id|>,
+# <tool_call>, </s>, [INST]), looked for at every position so one candidate cannot swallow the next.
+SHAPE = r"<[^<>\s]{1,64}>|\[[^\[\]\s]{1,64}\]"
+BRACKETED = re.compile(f"(?=({SHAPE}))")
+
+
+def added_token_hits(tokenizer, records: list[dict], limit: int = 5) -> tuple[int, list[str]]:
+    """Conversations whose text holds one of this tokenizer's added tokens (its control tokens, and any text it
+    matches as one token before splitting). Tokenized with the rest, it would become that control token, so a
+    user's text could end a turn or forge one. Returns (how many, the first `limit` as `file:line: 'token'`)."""
+    added = {t.content for t in tokenizer.added_tokens_decoder.values() if t.content.strip()}
+    shaped = {t for t in added if re.fullmatch(SHAPE, t)}
+    other = added - shaped
+    n, shown = 0, []
+    for r in records:
+        text = json.dumps([r["messages"], r["tools"]], ensure_ascii=False)
+        hit = next((m.group(1) for m in BRACKETED.finditer(text) if m.group(1) in shaped), None)
+        if hit is None:
+            hit = next((t for t in other if t in text), None)
+        if hit is not None:
+            n += 1
+            if len(shown) < limit:
+                shown.append(f"{where(r)}: {hit!r}")
+    return n, shown
+
+
 def percentile(sorted_vals: list[int], q: float) -> int:
     if not sorted_vals:
         return 0
@@ -108,6 +134,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     tokenizer = load_tokenizer(recipe)
     chat = Chat.for_recipe(recipe, tokenizer)
     train = load_split(run_dir, "train")
+    n_forged, forged = added_token_hits(tokenizer, train)
+    if n_forged:
+        raise StageError(f"{n_forged} training conversation(s) hold text that this tokenizer reads as one of its control "
+                         f"tokens, so the text would end or forge a turn: {'; '.join(forged)}. Remove or reword it in "
+                         "the data (validate rejects the common markers with code special_token; these are this "
+                         "tokenizer's own).")
     console.print(f"count: template format [bold]{chat.fmt}[/] (vLLM parser {vllm_parser(chat.fmt)}), "
                   f"end of turn {chat.eot!r}, {len(train)} training conversations")
 

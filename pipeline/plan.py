@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.lib.common import command, console, rel, write_json_atomic
+from pipeline.lib.common import StageError, command, console, rel, write_json_atomic
 from pipeline.lib.hardware import GPUS, tokens_per_second
 from pipeline.lib.recipe import ROOT, Recipe, glob_paths
 
@@ -316,7 +316,7 @@ def _dataset_tools_chars(recipe: Recipe) -> int:
     paths = glob_paths(recipe.data.tools)
     try:
         return len(json.dumps(json.loads(paths[0].read_text(encoding="utf-8")), separators=(",", ":"))) if paths else 0
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return 0
 
 
@@ -334,25 +334,16 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
         local = (path if path.is_absolute() else ROOT / path).is_dir() or in_hf_cache(name)
     if not local or not lines:
         return None
-    try:
-        from pipeline.lib.template import Chat
-        from pipeline.lib.models import load_tokenizer
-        from pipeline.validate import Schemas, check_line, normalize_tools
+    from pipeline.lib.models import load_tokenizer
+    from pipeline.lib.template import Chat
+    from pipeline.validate import load_tools_file, valid_records
 
-        tools: list = []
-        if recipe.data.tools and glob_paths(recipe.data.tools):
-            tools, errors = normalize_tools(json.loads(glob_paths(recipe.data.tools)[0].read_text(encoding="utf-8")))
-            if errors:
-                return None
+    try:
+        tools = load_tools_file(glob_paths(recipe.data.tools)[0]) if recipe.data.tools and glob_paths(recipe.data.tools) else []
         chat = Chat.for_recipe(recipe, load_tokenizer(recipe))
-        schemas = Schemas()
-        counts = []
-        for line in lines:
-            rec, _ = check_line(line.rstrip("\r\n").encode("utf-8"), tools, schemas)
-            if rec is not None:
-                counts.append(len(chat.tokenizer(chat.render(rec["messages"], rec["tools"]),
-                                                 add_special_tokens=False)["input_ids"]))
-    except Exception:  # an estimate only: any trouble here falls back to the characters
+        counts = [len(chat.tokenizer(chat.render(rec["messages"], rec["tools"]), add_special_tokens=False)["input_ids"])
+                  for rec in valid_records(lines, tools)]
+    except (StageError, OSError, ValueError, KeyError, ImportError):  # an estimate only: fall back to the characters
         return None
     return (sum(counts) / len(counts), len(counts)) if counts else None
 

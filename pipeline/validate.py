@@ -36,11 +36,25 @@ STAGE = "validate"
 ROLES = {"system", "user", "assistant", "tool"}
 MIN_EXAMPLES_PER_TOOL = 50  # the article's advice: fewer than ~50 examples a tool and selection suffers
 MAX_LINE_BYTES = 4 << 20
+RAW_KEPT = 20_000  # characters of a rejected line copied into rejects.jsonl (file and line point to the whole)
+BOM = b"\xef\xbb\xbf"
+# A tool name as the OpenAI API allows it (plus `.`, which BFCL uses): it is written between quotes in
+# every template and parsed back by the serving engine, so quotes, spaces and markup have no place in it.
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Chat-control markup that a tokenizer turns into control tokens, or a parser into a call: in content it
+# would let a user's text end a turn or forge one in training. The ChatML/Llama 3/Phi shape <|...|>, the
+# Hermes tool tags and Mistral's bracketed controls; the tokenizer-specific rest is checked by count.
+CONTROL = re.compile(r"<\|[^|<>\s]{1,64}\|>|</?(?:tool_call|tool_response|tools)>|\[/?(?:INST|TOOL_CALLS|AVAILABLE_TOOLS|"
+                     r"TOOL_RESULTS|SYSTEM_PROMPT)\]")
 
 # Each code: (what is wrong, how to fix it). Codes are stable: tests and users grep for them.
 CODES = {
     "utf8": "the line is not valid UTF-8; re-save the file as UTF-8",
-    "json": "the line is not valid JSON; one JSON object per line, no trailing commas, no multi-line objects",
+    "json": "the line is not valid JSON; one JSON object per line, no trailing commas, no multi-line objects, "
+            "no NaN or Infinity (write a number or null)",
+    "duplicate_key": "an object has the same key twice, and readers disagree on which value counts: keep one",
+    "special_token": "content holds chat-control markup (like <|im_end|>, <tool_call> or [INST]) that would be "
+                     "read as a control token or a call, not as text: remove or reword it",
     "surrogate": "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no character: fix or drop it",
     "not_object": "the line must be a JSON object with a `messages` list",
     "too_long": "the line is over 4 MiB; split the conversation",
@@ -73,23 +87,87 @@ def problem(code: str, message: str) -> dict:
     return {"code": code, "message": message, "fix": CODES[code]}
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+class NotFinite(ValueError):
+    pass
+
+
+def _pairs(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKey(f"key {dup!r} appears twice in one object")
+    return d
+
+
+def _constant(name: str):
+    raise NotFinite(f"{name} is not a JSON number")
+
+
+def loads_strict(text: str):
+    """json.loads, but NaN/Infinity (Python writes and reads them; JSON has none) and duplicate keys (the last
+    silently wins) raise NotFinite / DuplicateKey; nesting too deep raises RecursionError, as json.loads does."""
+    return json.loads(text, parse_constant=_constant, object_pairs_hook=_pairs)
+
+
+def control_markup(value) -> str | None:
+    """The first chat-control marker in any string inside `value` (checked on its JSON text), or None."""
+    m = CONTROL.search(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return m.group(0) if m else None
+
+
+def load_tools_file(path: Path) -> list[dict]:
+    """data.tools as the validator (and the planner) reads it: strict JSON, every problem a clear StageError."""
+    where = f"{rel(path)} (data.tools)"
+    try:
+        doc = loads_strict(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise StageError(f"{where} is not UTF-8 (byte {e.start}: {e.reason}): save it as UTF-8.") from None
+    except RecursionError:
+        raise StageError(f"{where} is nested too deeply to read: no tool schema needs that; flatten it.") from None
+    except (DuplicateKey, NotFinite) as e:
+        raise StageError(f"{where}: {e}; {CODES['duplicate_key' if isinstance(e, DuplicateKey) else 'json']}.") from None
+    except ValueError as e:
+        raise StageError(f"{where} is not valid JSON: {e}") from None
+    tools, errs = normalize_tools(doc)
+    if errs:
+        raise StageError(f"{where}: " + "; ".join(f"{e['code']}: {e['message']}" for e in errs) + f". Fix: {errs[0]['fix']}.")
+    return tools
+
+
 # --- tools -----------------------------------------------------------------------------------
 
 def normalize_tools(tools) -> tuple[list[dict] | None, list[dict]]:
     """OpenAI tools list (or bare function dicts) -> canonical list; errors if malformed."""
     if isinstance(tools, str):
         try:
-            tools = json.loads(tools)
-        except ValueError:
+            tools = loads_strict(tools)
+        except DuplicateKey as e:
+            return None, [problem("duplicate_key", f"`tools` (a JSON string): {e}")]
+        except (ValueError, RecursionError):
             return None, [problem("tools_invalid", "`tools` is a string that is not JSON")]
     if not isinstance(tools, list):
         return None, [problem("tools_invalid", f"`tools` is {type(tools).__name__}, not a list")]
     out, errors = [], []
+    named: dict[str, int] = {}
     for k, t in enumerate(tools):
         fn = t.get("function", t) if isinstance(t, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             errors.append(problem("tools_invalid", f"tools[{k}] has no function name"))
             continue
+        if not TOOL_NAME.match(fn["name"]):
+            errors.append(problem("tools_invalid", f"tools[{k}]: name {fn['name'][:80]!r} is not allowed: use letters, "
+                                                   "digits, `_`, `.`, `-` (at most 64), as the OpenAI API does"))
+            continue
+        if fn["name"] in named:
+            errors.append(problem("tools_invalid", f"tools[{k}]: a second tool named {fn['name']!r} (tools[{named[fn['name']]}] "
+                                                   "has that name); give each tool its own name"))
+            continue
+        named[fn["name"]] = k
         if fn.get("description") is not None and not isinstance(fn["description"], str):
             errors.append(problem("tools_invalid", f"tools[{k}] ({fn['name']}): description is "
                                                    f"{type(fn['description']).__name__}, not a string"))
@@ -101,9 +179,16 @@ def normalize_tools(tools) -> tuple[list[dict] | None, list[dict]]:
         try:
             Draft202012Validator.check_schema(params)
         except SchemaError as e:
-            errors.append(problem("tools_invalid", f"tools[{k}] ({fn['name']}): invalid JSON Schema: {e.message}"))
+            errors.append(problem("tools_invalid", f"tools[{k}] ({fn['name']}): invalid JSON Schema: {e.message[:200]}"))
+            continue
+        except RecursionError:
+            errors.append(problem("tools_invalid", f"tools[{k}] ({fn['name']}): the parameters schema is nested too deeply"))
             continue
         clean = {"name": fn["name"], "description": fn.get("description") or "", "parameters": params}
+        marker = control_markup(clean)
+        if marker:
+            errors.append(problem("special_token", f"tools[{k}] ({fn['name']}): {marker!r} in its description or schema"))
+            continue
         out.append({"type": "function", "function": clean})
     return out, errors
 
@@ -149,7 +234,11 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
     except UnicodeDecodeError as e:
         return None, [problem("utf8", f"byte {e.start}: {e.reason}")]
     try:
-        obj = json.loads(text)
+        obj = loads_strict(text)
+    except DuplicateKey as e:
+        return None, [problem("duplicate_key", str(e)[:200])]
+    except NotFinite as e:
+        return None, [problem("json", f"{e}: JSON has no NaN or Infinity")]
     except (ValueError, RecursionError) as e:
         return None, [problem("json", str(e)[:200])]
     if not isinstance(obj, dict):
@@ -236,9 +325,13 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
                 args = fn.get("arguments", {})
                 if isinstance(args, str):
                     try:
-                        args = json.loads(args) if args.strip() else {}
+                        args = loads_strict(args) if args.strip() else {}
+                    except DuplicateKey as e:
+                        errors.append(problem("duplicate_key", f"{cw} ({name}) arguments: {e}"))
+                        continue
                     except (ValueError, RecursionError):
-                        errors.append(problem("arguments_not_json", f"{cw} ({name}): arguments string is not JSON"))
+                        errors.append(problem("arguments_not_json", f"{cw} ({name}): arguments string is not JSON "
+                                                                    "(or holds NaN/Infinity)"))
                         continue
                 if not isinstance(args, dict):
                     errors.append(problem("arguments_not_json", f"{cw} ({name}): arguments is {type(args).__name__}"))
@@ -298,6 +391,11 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
         last_role = role
     if out_msgs and out_msgs[-1]["role"] != "assistant":
         errors.append(problem("ends_without_assistant", f"last message is {out_msgs[-1]['role']!r}"))
+    if not errors:  # every message kept, so out_msgs[i] is messages[i]
+        for i, m in enumerate(out_msgs):
+            marker = control_markup(m)
+            if marker:
+                errors.append(problem("special_token", f"messages[{i}] ({m['role']}): {marker!r}"))
     if errors:
         return None, errors
     record = {"messages": out_msgs, "tools": tools or []}
@@ -342,18 +440,28 @@ def read_file(path: Path, dataset_tools, schemas, progress, task) -> tuple[list[
         for lineno, raw in enumerate(f, 1):
             progress.advance(task, len(raw))
             raw = raw.rstrip(b"\r\n")
+            if lineno == 1:
+                raw = raw.removeprefix(BOM)  # editors on Windows start UTF-8 files with one
             if not raw.strip():
                 continue  # blank lines are not records
             n += 1
             record, errors = check_line(raw, dataset_tools, schemas)
             where = {"file": str(rel(path)), "line": lineno}
             if record is None:
-                rejected.append({**where, "raw": raw.decode("utf-8", errors="replace"), "errors": errors})
+                rejected.append({**where, **raw_field(raw), "errors": errors})
             else:
                 record.setdefault("id", f"{path.stem}:{lineno}")
                 record["source"] = where
                 accepted.append(record)
     return accepted, rejected, n
+
+
+def raw_field(raw: bytes) -> dict:
+    """The rejected line as text for rejects.jsonl: whole up to RAW_KEPT characters, else its start and its size."""
+    text = raw[: RAW_KEPT * 4].decode("utf-8", errors="replace")
+    if len(raw) <= RAW_KEPT and len(text) <= RAW_KEPT:
+        return {"raw": text}
+    return {"raw": text[:RAW_KEPT], "raw_truncated": True, "raw_bytes": len(raw)}
 
 
 def dedupe(records: list[dict], seen: dict) -> tuple[list[dict], list[dict]]:
@@ -430,14 +538,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "report.json"
 
-    dataset_tools = None
-    if tools_files:
-        try:
-            dataset_tools, errs = normalize_tools(json.loads(tools_files[0].read_text(encoding="utf-8")))
-        except ValueError as e:
-            raise StageError(f"{rel(tools_files[0])} (data.tools) is not valid JSON: {e}") from None
-        if errs:
-            raise StageError(f"{rel(tools_files[0])} (data.tools): " + "; ".join(e["message"] for e in errs))
+    dataset_tools = load_tools_file(tools_files[0]) if tools_files else None
 
     schemas = Schemas()
     total_bytes = sum(p.stat().st_size for p in train_files + eval_files)
@@ -494,7 +595,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         return {"id": r["id"], "source": r["source"], **extra, "toolset": key, "messages": r["messages"]}
 
     if not train:
-        raise StageError(f"no valid training conversation in {d.train}: {len(rejects)} rejected. See {rel(out / 'rejects.jsonl')}.")
+        for name in ("train.jsonl", "eval.jsonl", "toolsets.json", "report.json"):
+            (out / name).unlink(missing_ok=True)  # nothing of an earlier run's outputs stands beside these rejects
+        write_jsonl_atomic(out / "rejects.jsonl", rejects)
+        show_rejects(rejects)
+        raise StageError(f"no valid training conversation in {d.train}: {len(rejects)} rejected, each listed above "
+                         f"and in {rel(out / 'rejects.jsonl')}.")
 
     # --- figures ---
     codes = Counter(e["code"] for r in rejects for e in r["errors"])
@@ -564,6 +670,12 @@ def show(report: dict, rejects: list[dict]) -> None:
         for k, v in report["calls_per_tool"].items():
             t.add_row(k, str(v))
         console.print(t)
+    show_rejects(rejects)
+    for w in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+def show_rejects(rejects: list[dict]) -> None:
     if rejects:
         # One line per problem, compiler style (file:line: code: message (fix)), so editors and grep find them.
         console.print(f"[bold]rejected lines ({len(rejects)}):[/]")
@@ -576,8 +688,6 @@ def show(report: dict, rejects: list[dict]) -> None:
                 shown += 1
         if shown > 500:
             console.print(f"... and {shown - 500} more problems in rejects.jsonl")
-    for w in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}")
 
 
 def main(argv=None):
@@ -603,13 +713,20 @@ def bundled_tools() -> list[dict]:
 
 def read_records(path: Path, tools: list[dict]) -> list[dict]:
     """The valid conversations of a canonical JSONL file, normalized by the validator (tools attached)."""
+    with open(path, "rb") as f:
+        return valid_records(f, tools)
+
+
+def valid_records(lines, tools: list[dict]) -> list[dict]:
+    """The valid conversations among `lines` (bytes or text, one JSON object each), normalized by the validator."""
     schemas = Schemas()
     out = []
-    with open(path, "rb") as f:
-        for raw in f:
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                rec, _ = check_line(raw, tools, schemas)
-                if rec is not None:
-                    out.append(rec)
+    for k, raw in enumerate(lines):
+        raw = (raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="replace")).rstrip(b"\r\n")
+        if k == 0:
+            raw = raw.removeprefix(BOM)
+        if raw.strip():
+            rec, _ = check_line(raw, tools, schemas)
+            if rec is not None:
+                out.append(rec)
     return out

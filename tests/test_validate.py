@@ -156,8 +156,11 @@ def test_check_line_never_crashes_on_hostile_input():
 
     schemas = validate.Schemas()
     tools, _ = validate.normalize_tools(TOOLS)
-    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                               lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    # NaN and infinities (json.dumps writes them as NaN/Infinity) and lone surrogates (written as \\udXXX escapes)
+    # are drawn too: each used to get through or crash.
+    text = st.text(st.characters(codec=None, categories=None), max_size=20)
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | text,
+                               lambda kids: st.lists(kids, max_size=4) | st.dictionaries(text, kids, max_size=4),
                                max_leaves=30)
 
     # Lines that carry their own tools, with hostile schemas ("$ref"s that go nowhere or to themselves).
@@ -172,15 +175,36 @@ def test_check_line_never_crashes_on_hostile_input():
                      {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": t[1]}}]},
                      {"role": "tool", "tool_call_id": "c", "content": "ok"}, {"role": "assistant", "content": "done"}]}).encode())
 
+    # Well-formed conversations with one hostile value put somewhere in them.
+    def conversation(value, where):
+        row = {"messages": [{"role": "user", "content": "hi"},
+                            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": TOOLS[0]["function"]["name"],
+                                                                                          "arguments": {}}}]},
+                            {"role": "tool", "tool_call_id": "c", "content": "ok"}, {"role": "assistant", "content": "done"}]}
+        if where == 0:
+            row["messages"][0]["content"] = value
+        elif where == 1:
+            row["messages"][1]["tool_calls"][0]["function"]["arguments"] = {"a": value}
+        elif where == 2:
+            row["messages"][1]["tool_calls"][0]["function"]["arguments"] = json.dumps({"a": value})
+        else:
+            row["messages"][2]["content"] = value
+        return json.dumps(row).encode()
+
+    hostile = st.tuples(st.floats() | text | json_values, st.integers(0, 3)).map(lambda t: conversation(*t))
+
     @settings(max_examples=2000, deadline=None)  # derandomized unless TOOLTUNE_HYPOTHESIS=fuzz (conftest.py)
     @given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
                      st.lists(json_values, max_size=5).map(lambda ms: json.dumps({"messages": ms}).encode()),
-                     own_tools))
+                     own_tools, hostile))
     def check(raw):
         record, errors = validate.check_line(raw, tools if b'"tools"' not in raw else None, schemas)
         assert (record is None) == bool(errors)
         for e in errors:
             assert e["code"] in validate.CODES and e["fix"]
+        if record is not None:  # what is accepted is written as strict JSON and UTF-8, and reads back the same
+            line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            assert validate.loads_strict(line.encode("utf-8").decode("utf-8")) == record
 
     check()
     deep = b"[" * 100000 + b"]" * 100000

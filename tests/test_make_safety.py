@@ -37,6 +37,7 @@ def sandbox(tmp_path):
     ("clean", "RUN=../victim"),
     ("clean", "RUN=../../victim"),
     ("clean", "RUN="),
+    ("clean", "RUN=a b"),
     ("validate", "RUN=a b"),
     ("validate", "RUN=x$(touch p)"),
     ("validate", "RUN=x`touch p`"),

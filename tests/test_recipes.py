@@ -82,3 +82,37 @@ def test_errors_print_brackets_as_text(capsys):
     with pytest.raises(SystemExit):
         recipe_mod.fail("[validate] data.train=[bold]x[/] has no file")
     assert "[validate] data.train=[bold]x[/] has no file" in capsys.readouterr().err
+
+
+def test_overrides_never_raise_anything_but_a_recipe_error():
+    """Any key=value, NaN, infinities and lone surrogates (what Python makes of command-line bytes that are not
+    UTF-8) included: a RecipeError, or a recipe whose resolved file and sidecar values are UTF-8 and strict JSON."""
+    import dataclasses
+    import json
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def keys(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            yield from keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [prefix + f.name]
+
+    text = st.text(st.characters(codec=None, categories=None), max_size=12)
+    values = st.one_of(st.floats().map(repr), st.sampled_from([".nan", ".inf", "-.inf", "NaN", "1e400", "[1, .nan]", "null",
+                                                               "{a: 1}", "[&a [x], *a]", "{a: 1, a: 2}"]),
+                       st.integers().map(str), text)
+    key = st.sampled_from(sorted(keys(recipe_mod.Recipe()))) | text
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.tuples(key, values), max_size=4))
+    def check(pairs):
+        try:
+            r = load("smollm2-135m-tools", [f"{k}={v}" for k, v in pairs])
+        except recipe_mod.RecipeError as e:
+            assert str(e)
+            return
+        recipe_mod.resolved_yaml(r).encode("utf-8")
+        json.dumps(r.public_dict(), allow_nan=False).encode("utf-8")
+
+    check()

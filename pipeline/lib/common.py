@@ -19,11 +19,10 @@ from typing import Callable
 from rich.console import Console
 
 from pipeline.lib import recipe as recipe_mod
-from pipeline.lib.recipe import ROOT, Recipe, RecipeError
+from pipeline.lib.recipe import ROOT, Recipe, RecipeError, scrub
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY")
 
 
 class StageError(RuntimeError):
@@ -267,7 +266,7 @@ def write_sidecar(stage_dir: Path, stage: str, recipe: Recipe, inputs: list[Path
         "fingerprint": fp,
         "inputs": {str(rel(p)): sha256_file(p) for p in inputs if Path(p).is_file()},
         "outputs": output_digests(stage_dir),
-        "recipe": recipe.to_dict(),
+        "recipe": recipe.public_dict(),
         "versions": versions(),
         "wall_time_s": round(time.time() - started, 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -279,15 +278,6 @@ def write_sidecar(stage_dir: Path, stage: str, recipe: Recipe, inputs: list[Path
 def rel(p: Path) -> Path:
     p = Path(p).resolve()
     return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
-
-
-def scrub(text: str) -> str:
-    """Remove secret values (hub tokens, API keys) from anything written to disk or printed."""
-    for var in SECRET_ENV:
-        value = os.environ.get(var)
-        if value and len(value) >= 6:
-            text = text.replace(value, "***")
-    return text
 
 
 # --- entry point --------------------------------------------------------------------------

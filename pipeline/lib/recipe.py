@@ -31,6 +31,70 @@ EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 TASK_RANK = {"routing": 8, "tools": 16, "code": 32, "multi-domain": 64}
 
 
+# --- secrets ----------------------------------------------------------------------------
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY")
+# What a secret looks like when it is given as a value: Hugging Face, OpenAI-style and GitHub tokens, and the
+# password of a `scheme://user:password@host` address.
+SECRET_SHAPES = re.compile(r"\b(?:hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{30,})"
+                           r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")
+
+
+def scrub(text: str) -> str:
+    """Remove secret values (the environment's hub tokens and API keys, and token-shaped values) from text
+    that is written to disk or printed."""
+    for var in SECRET_ENV:
+        value = os.environ.get(var)
+        if value and len(value) >= 6:
+            text = text.replace(value, "***")
+    return SECRET_SHAPES.sub("***", text)
+
+
+def scrubbed(value):
+    """`value` (nested dicts, lists, strings) with every string scrubbed."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrubbed(v) for v in value]
+    return value
+
+
+def short(value, limit: int = 120) -> str:
+    """repr of a value for an error message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+# --- YAML: no duplicate keys, no aliases ------------------------------------------------
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (the last would silently win) and
+    anchors/aliases (a few hundred bytes of nested aliases expand to gigabytes once written out)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported in recipes: write the value out",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {short(key, 60)} appears twice in one "
+                                                            "mapping: keep one", key_node.start_mark)
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class RecipeError(ValueError):
     """One or more problems with a recipe; `problems` lists every one, each with its fix."""
 
@@ -203,6 +267,10 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def public_dict(self) -> dict:
+        """to_dict() with secrets scrubbed: what is written into run folders."""
+        return scrubbed(self.to_dict())
+
 
 # --- loading ----------------------------------------------------------------------------
 
@@ -247,6 +315,18 @@ def _type_ok(value, hint) -> tuple[bool, object]:
     return isinstance(value, hint), value
 
 
+def _has_surrogate(value) -> bool:
+    """A string (inside `value`) holding a lone surrogate: what Python makes of command-line bytes that are
+    not UTF-8. No file can store it as text."""
+    if isinstance(value, str):
+        return not value.isascii() and any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
 def _type_name(hint) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
@@ -269,9 +349,13 @@ def _apply(obj, values: dict, prefix: str, problems: list[str]) -> None:
                 continue
             _apply(current, value, dotted + ".", problems)
             continue
+        if _has_surrogate(value):
+            problems.append(f"`{dotted}` is {short(value)}, which holds bytes that are not UTF-8 text (a shell passes "
+                            "them through as is): give the value as UTF-8.")
+            continue
         ok, coerced = _type_ok(value, hints[key])
         if not ok:
-            problems.append(f"`{dotted}` must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__}).")
+            problems.append(f"`{dotted}` must be {_type_name(hints[key])}, got {short(value)} ({type(value).__name__}).")
             continue
         setattr(obj, key, coerced)
 
@@ -286,7 +370,7 @@ def parse_overrides(args: list[str]) -> dict:
             continue
         key, raw = arg.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = tree
@@ -401,9 +485,9 @@ def load(name: str, overrides: list[str] | None = None, run: str | None = None) 
     """Read recipes/<name>.yaml over the defaults, then apply `key=value` overrides."""
     path = recipe_path(name)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml_load(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as e:
-        raise RecipeError([f"recipes/{name}.yaml is not valid YAML: {e}"]) from None
+        raise RecipeError([f"recipes/{name}.yaml is not valid YAML: {str(e)[:1000]}"]) from None
     except UnicodeDecodeError as e:
         raise RecipeError([f"recipes/{name}.yaml is not UTF-8 text (byte {e.start}: {e.reason}): save it as UTF-8."]) from None
     if not isinstance(values, dict):
@@ -442,7 +526,7 @@ def sha256_file(path: Path) -> str:
 
 def resolved_yaml(recipe: Recipe) -> str:
     """The resolved recipe plus the hashes of its data: the file every stage's Make target depends on."""
-    doc = {"recipe": recipe.to_dict(), "derived": {"lora_r": recipe.lora_r, "lora_alpha": recipe.lora_alpha},
+    doc = {"recipe": recipe.public_dict(), "derived": {"lora_r": recipe.lora_r, "lora_alpha": recipe.lora_alpha},
            "data_sha256": data_hashes(recipe)}
     return "# Resolved recipe (defaults + recipes/*.yaml + overrides). Written by pipeline.lib.recipe.\n" + yaml.safe_dump(
         doc, sort_keys=False, allow_unicode=True
@@ -456,5 +540,5 @@ def fail(message: str, code: int = 2) -> typing.NoReturn:
     from rich.markup import escape
 
     # The message is text, not markup: `[validate]`, or a value holding `[/]`, prints as it is.
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(scrub(message))}", highlight=False)
     raise SystemExit(code)

@@ -287,7 +287,7 @@ def make_recipe(ctx: dict, backend: str, load_in_4bit: bool):
     return r
 
 
-def _clock():
+def step_clock():
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
@@ -335,7 +335,7 @@ def train_repo_style(model, tok, rows, collator, ctx: dict, outdir: Path, steps:
     t = recipe.train
     t.max_steps, t.lr, t.scheduler, t.warmup_ratio, t.optim = steps, lr, "constant", 0.0, "adamw_torch"
     t.batch_size, t.grad_accum, t.logging_steps, t.save_steps = ctx["batch"], 1, 1, 10**9
-    clock = _clock()(ctx["device"])
+    clock = step_clock()(ctx["device"])
     args = sft_config(recipe, training_settings(recipe, backend), outdir, use_cpu=ctx["device"] == "cpu",
                       model_dtype=model.dtype)
     args.disable_tqdm = True
@@ -385,7 +385,7 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
         rec.update(backend="transformers + TRL defaults", dtype=str(dtype).replace("torch.", ""),
                    collator="TRL default (DataCollatorForLanguageModeling), no packing", load_s=time.perf_counter() - t0)
         _after_load(rec, device)
-        clock = _clock()(device)
+        clock = step_clock()(device)
         peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=ctx["lora_dropout"], target_modules=list(LORA_TARGETS),
                                  use_rslora=True, task_type="CAUSAL_LM")
         args = _plain_sft_config(ctx, workdir / "trainer", steps, ctx["lr"], dtype, max_length=ctx["seq_len"], packing=False)

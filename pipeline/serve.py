@@ -36,28 +36,33 @@ def lora_rank(adapter: Path) -> int:
     return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
 
 
-def server_args(recipe: Recipe, run_dir: Path, *, lora: bool = False, port: int = 8000, host: str = "127.0.0.1",
+def server_args(recipe: Recipe, run_dir: Path, *, mode: str = "merged", port: int = 8000, host: str = "127.0.0.1",
                 eager: bool = False) -> tuple[list[str], dict[str, str]]:
-    """The vLLM server command line for this run, and the names it serves: {"tuned": ..., "base": ...}."""
+    """The vLLM server command line for this run, and the names it serves ({"tuned": ...} and/or {"base": ...}).
+    mode `merged`: the merged export as <RUN>; `lora`: the base as `base` with the adapter as <RUN>; `base`: the
+    base alone (what the eval scores as the base). Every mode renders with the run's chat template and tokenizer."""
     from pipeline.export import base_16bit
     from pipeline.lib.backends import cuda_available
     from pipeline.lib.models import resolve
 
     info = export_info(run_dir)
     export = run_dir / "export"
-    names = {"tuned": run_dir.name}
     cmd = [str(SERVE_PY), "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
            "--enable-auto-tool-choice", "--tool-call-parser", info["vllm_tool_parser"],
            "--chat-template", str(export / "chat_template.jinja"),
            "--max-model-len", str(recipe.max_seq_length), "--generation-config", str(export)]
-    if lora:
-        base = resolve(base_16bit(recipe), "model")
-        names["base"] = "base"
-        cmd += ["--model", base, "--served-model-name", "base", "--tokenizer", str(export),
-                "--enable-lora", "--max-lora-rank", str(max(8, lora_rank(export / "adapter"))),
-                "--lora-modules", f"{run_dir.name}={export / 'adapter'}"]
-    else:
+    if mode == "merged":
+        names = {"tuned": run_dir.name}
         cmd += ["--model", str(export), "--served-model-name", run_dir.name]
+    elif mode in ("lora", "base"):
+        names = {"base": "base"}
+        cmd += ["--model", resolve(base_16bit(recipe), "model"), "--served-model-name", "base", "--tokenizer", str(export)]
+        if mode == "lora":
+            names["tuned"] = run_dir.name
+            cmd += ["--enable-lora", "--max-lora-rank", str(max(8, lora_rank(export / "adapter"))),
+                    "--lora-modules", f"{run_dir.name}={export / 'adapter'}"]
+    else:
+        raise ValueError(f"unknown serving mode {mode}")
     if recipe.trust_remote_code:
         cmd.append("--trust-remote-code")
     if not cuda_available():
@@ -65,6 +70,74 @@ def server_args(recipe: Recipe, run_dir: Path, *, lora: bool = False, port: int 
     if eager:
         cmd.append("--enforce-eager")  # no graph compilation: starts in a fraction of the time, decodes slower
     return cmd, names
+
+
+class Server:
+    """A vLLM server started from `server_args` for the duration of a `with` block (the evaluate stage's vllm
+    engine, the tests): its output goes to `log`; on exit it gets SIGINT, as from Ctrl-C, and is waited for."""
+
+    def __init__(self, cmd: list[str], port: int, log: Path):
+        import subprocess
+
+        self.port, self.log = port, log
+        self.url = f"http://127.0.0.1:{port}/v1"
+        env = {**os.environ, "VLLM_CONFIGURE_LOGGING": "1"}
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        """Seconds until the server answers /v1/models; a StageError with its log's tail if it dies or never does."""
+        import time
+        import urllib.request
+
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise StageError(f"vLLM exited (code {self.proc.returncode}) while starting; its log ends:\n"
+                                 + self.log.read_text(errors="replace")[-3000:])
+            try:
+                urllib.request.urlopen(f"{self.url}/models", timeout=2)
+                return time.time() - t0
+            except OSError:
+                time.sleep(1)
+        raise StageError(f"vLLM did not answer within {timeout:.0f} s; its log ends:\n" + self.log.read_text(errors="replace")[-3000:])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chat(url: str, body: dict, timeout: float = 600) -> dict:
+    """One POST to the server's /chat/completions (the OpenAI API); the reply's first message."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())["choices"][0]["message"]
+    except urllib.error.HTTPError as e:
+        raise StageError(f"vLLM answered {e.code}: {e.read()[:1000].decode(errors='replace')}") from None
 
 
 def curl_example(port: int, model: str) -> str:
@@ -81,7 +154,7 @@ def main(argv=None):
         if not SERVE_PY.is_file():
             raise StageError("the serving environment .venv-serve is missing: `make serve` installs it "
                              "(or run `bash scripts/install_serve.sh`).")
-        cmd, names = server_args(recipe, run_dir, lora=a.lora, port=a.port, host=a.host, eager=a.eager)
+        cmd, names = server_args(recipe, run_dir, mode="lora" if a.lora else "merged", port=a.port, host=a.host, eager=a.eager)
         if a.print:
             print(shlex.join(cmd))
             return None

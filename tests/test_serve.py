@@ -9,10 +9,7 @@ needs) to answer with one tool call, takes it through validate .. export, serves
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -174,48 +171,6 @@ def caller_model(smol_dir: Path, out: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """vLLM's OpenAI server from `pipeline.serve`'s command line; stopped (and waited for) on exit."""
-
-    def __init__(self, cmd: list[str], port: int, log: Path):
-        self.port, self.log = port, log
-        env = {**os.environ, "VLLM_CONFIGURE_LOGGING": "1", "OMP_NUM_THREADS": "2"}
-        self.proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 420) -> float:
-        import urllib.request
-
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            assert self.proc.poll() is None, "vLLM exited:\n" + self.log.read_text(errors="replace")[-4000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/models", timeout=2)
-                return time.time() - t0
-            except OSError:
-                time.sleep(1)
-        raise AssertionError("vLLM did not start in time:\n" + self.log.read_text(errors="replace")[-4000:])
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)  # what Ctrl-C sends
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 ASK = """
 import json, sys
 from openai import OpenAI
@@ -256,9 +211,9 @@ def test_vllm_serves_the_export_and_the_adapter_with_parsed_tool_calls(smol_dir,
     run_dir = runs / "weather"
 
     for lora in (False, True):
-        port = free_port()
-        cmd, names = serve.server_args(recipe, run_dir, lora=lora, port=port, eager=True)
-        with Server(cmd, port, tmp_path / f"vllm-{lora}.log") as server:
+        port = serve.free_port()
+        cmd, names = serve.server_args(recipe, run_dir, mode="lora" if lora else "merged", port=port, eager=True)
+        with serve.Server(cmd, port, tmp_path / f"vllm-{lora}.log") as server:
             took = server.wait_ready()
             reply = ask(port, names["tuned"])
             print(f"\nvLLM ({'base + LoRA adapter' if lora else 'merged export'}) ready in {took:.0f} s; reply {reply}")
@@ -266,3 +221,16 @@ def test_vllm_serves_the_export_and_the_adapter_with_parsed_tool_calls(smol_dir,
             if lora:
                 assert names["base"] == "base"
         assert server.proc.returncode is not None  # Ctrl-C stopped it
+
+    # The evaluate stage both ways on the same turns: transformers here, then vLLM's server and its parser.
+    from pipeline import evaluate
+
+    for engine in ("hf", "vllm"):
+        evaluate.main(["--recipe", "smollm2-135m-tools", "--run", "weather", *args, "eval.base=false", f"eval.engine={engine}"])
+    report = json.loads((run_dir / "evaluate" / "report.json").read_text())
+    assert report["engine"] == "vllm" and report["tuned"]["tool_selection"] == 1.0, report["tuned"]
+    parity = report["timing"]["tuned"]["prompt_parity"]
+    assert parity["checked"] > 0 and parity["identical"] == parity["checked"], parity  # the same prompt tokens
+    turns = report["engines"]["turns"]["tuned"]
+    assert turns["turns"] == report["turns"] and turns["same_verdict"] == turns["turns"], turns
+    assert "vllm against hf, turn by turn" in (run_dir / "evaluate" / "report.md").read_text()

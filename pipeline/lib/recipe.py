@@ -195,6 +195,9 @@ class EvalConfig:
     """Failure examples written into report.md."""
     base: bool = True
     """Also score the base model, for the base-vs-tuned table."""
+    engine: str = "hf"
+    """`hf`: generate with transformers in this process. `vllm`: start vLLM's OpenAI server (.venv-serve, `make
+    serve-venv`) on the base, then on the merged export, and score the `tool_calls` vLLM's own parser returns."""
 
 
 @dataclass
@@ -415,6 +418,7 @@ def check(r: Recipe) -> list[str]:
         "dtype": (r.dtype, ("auto", "float32", "bfloat16", "float16")),
         "gpu": (r.gpu, ("rtx4090", "a100-40gb", "a100-80gb", "h100", "h200")),
         "data.on_invalid": (r.data.on_invalid, ("reject", "fail")),
+        "eval.engine": (r.eval.engine, ("hf", "vllm")),
         "train.packing": (r.train.packing, ("shared_prefix", "none")),
         "export.dtype": (r.export.dtype, ("bfloat16", "float16")),
     }

@@ -1,6 +1,6 @@
 """Benchmarks: speed and memory of each stage, as ratios against baselines measured in the same run.
 
-    python -m bench.speed [--quick] [--repeats N] [--sections validate,count,train,eval]
+    python -m bench.speed [--quick] [--repeats N] [--sections validate,count,train,eval,serve]
     make bench ARGS="--quick"
 
 Every figure is reported next to a baseline timed in the same process run (interleaved with it,
@@ -20,6 +20,8 @@ alike. Writes bench/results.json (atomically) and prints one table per section.
    Each configuration runs in its own subprocess so that its peak RSS is its own.
 4. eval: eval turns/s of generation.greedy as the evaluate stage runs it (shared prefix, preallocated
    KV cache) vs plain batched generation (DynamicCache), and the cache's own share.
+5. serve: the evaluate stage's engines on the same turns: vLLM's OpenAI server (eager, and compiled) vs
+   transformers (eval.engine=hf), as a ratio, and the server's start time. Needs .venv-serve.
 
 Nothing here runs in `make test`; tests/test_bench.py checks the pure helpers only.
 """
@@ -537,7 +539,7 @@ def bench_eval(cfg: dict) -> dict:
     items = eval_items(read_records(BUNDLED / "eval.jsonl", tools), chat.fmt, cfg["eval_prompts"])
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
     eot = tok.convert_tokens_to_ids(chat.eot)
-    model = load_model(resolve(recipe.model, "model"), recipe)
+    model = load_model(resolve(recipe.model, "model"), recipe, recipe.model)
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     # tooltune: prefix computed once + preallocated cache; baseline: plain batched generate (each
     # prompt whole, transformers' DynamicCache); the middle one separates the two effects.
@@ -560,6 +562,63 @@ def bench_eval(cfg: dict) -> dict:
             "static_vs_dynamic_cache": spread(ratios(rates["tooltune"], rates["shared_prefix_dynamic_cache"]), 3),
             "identical_outputs": f"{same}/{len(prompts)}",
             "note": "as the evaluate stage runs it: the base model in fp32 (no autocast), greedy, batched"}
+
+
+def bench_serve(cfg: dict, tmp: Path) -> dict:
+    """The evaluate stage's two engines on the same turns: transformers in this process (eval.engine=hf) vs
+    vLLM's OpenAI server (eval.engine=vllm), started with and without graph compilation; the server's start time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.evaluate import eval_items, from_message, generate, load_model, wire
+    from pipeline.lib.models import resolve
+    from pipeline.lib.template import TEMPLATES
+    from pipeline.serve import SERVE_PY, Server, chat as post, free_port, vllm_command
+
+    if not SERVE_PY.is_file():
+        raise RuntimeError("no .venv-serve: run `make serve-venv` first")
+    tools = bundled_tools()
+    recipe, tok, chat = load_chat()
+    items = eval_items(read_records(BUNDLED / "eval.jsonl", tools), chat.fmt, cfg["eval_prompts"])
+    prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]
+    path = resolve(recipe.model, "model")
+    n_new = cfg["eval_new_tokens"]
+
+    model = load_model(path, recipe, recipe.model)
+    t = time.perf_counter()
+    hf_out = generate(model, tok, chat, prompts, recipe, "hf", n_new)
+    hf_rate = len(items) / (time.perf_counter() - t)
+    del model
+
+    out = {"prompts": len(items), "max_new_tokens": n_new, "concurrency": recipe.eval.batch_size,
+           "hf_turns_per_s": round(hf_rate, 3)}
+    for mode in cfg["serve_modes"]:
+        port = free_port()
+        cmd = vllm_command(path, "m", parser="hermes", chat_template=TEMPLATES / "hermes.jinja",
+                           max_len=recipe.max_seq_length, port=port, eager=mode == "eager")
+        t = time.perf_counter()
+        with Server(cmd, port, tmp / f"vllm-{mode}.log") as server:
+            server.wait_ready()
+            start = time.perf_counter() - t
+            bodies = [{"model": "m", "messages": wire(it["messages"]), "tools": it["tools"], "temperature": 0,
+                       "max_tokens": n_new, "skip_special_tokens": False} for it in items]
+            post(server.url, bodies[0])  # one request first: the first one pays for lazy set-up
+            t = time.perf_counter()
+            with ThreadPoolExecutor(recipe.eval.batch_size) as pool:
+                replies = list(pool.map(lambda b: post(server.url, b), bodies))
+            rate = len(items) / (time.perf_counter() - t)
+        same = sum(from_message(m, chat.fmt)[1].calls == p.calls
+                   for m, p in zip(replies, (parse_reply(x, chat.fmt) for x in hf_out)))
+        out[f"vllm_{mode}"] = {"server_start_s": round(start, 1), "turns_per_s": round(rate, 3),
+                               "vs_hf": round(rate / hf_rate, 3), "same_calls_as_hf": f"{same}/{len(items)}"}
+    out["note"] = ("SmolLM2-135M base, the bundled eval turns, greedy; vLLM answers eval.batch_size requests at a time "
+                   "and batches them itself; the compiled server's start includes compiling (cached for later starts)")
+    return out
+
+
+def parse_reply(text: str, fmt: str):
+    from pipeline.lib.parse import parse
+
+    return parse(text, fmt)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -632,6 +691,14 @@ def show(res: dict) -> None:
                       "", fmt_spread(e["shared_prefix_dynamic_cache_turns_per_s"], digits=3),
                       fmt_ratio(e["static_vs_dynamic_cache"]))
         t.add_row("", "identical outputs", e["identical_outputs"], "", "")
+    if "serve" in s:
+        v = s["serve"]
+        for mode in ("eager", "compiled"):
+            if f"vllm_{mode}" in v:
+                r = v[f"vllm_{mode}"]
+                t.add_row("serve" if mode == "eager" else "", f"eval via vLLM ({mode}), {v['prompts']} turns x {v['max_new_tokens']} "
+                          f"new (turns/s); server start {r['server_start_s']} s; same calls {r['same_calls_as_hf']}",
+                          f"{r['turns_per_s']:.3f}", f"hf engine {v['hf_turns_per_s']:.3f}", f"{r['vs_hf']:.2f}x")
     out.print(t)
 
 
@@ -651,12 +718,12 @@ def config(quick: bool, repeats: int | None) -> dict:
         c = dict(repeats=2, validate_lines=2000, validate_stage=True, count_examples=2000, count_subset=60,
                  profile_examples=20, train_batch=2, train_warmup=0, train_steps=1,
                  train_configs=["baseline", "tooltune_packed"], train_distinct_configs=[],
-                 eval_prompts=4, eval_new_tokens=8, eval_repeats=2)
+                 eval_prompts=4, eval_new_tokens=8, eval_repeats=2, serve_modes=["eager"])
     else:
         c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=8192, count_loop_subset=400,
                  profile_examples=256, train_batch=4, train_warmup=0, train_steps=2,
                  train_configs=ALL_TRAIN + [DEFAULT_RECIPE], train_distinct_configs=["baseline", "tooltune_packed"],
-                 eval_prompts=16, eval_new_tokens=32, eval_repeats=1)
+                 eval_prompts=16, eval_new_tokens=32, eval_repeats=1, serve_modes=["eager", "compiled"])
     if repeats:
         c["repeats"] = repeats
         c["eval_repeats"] = repeats
@@ -672,7 +739,7 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (well under a minute a section): for debugging")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3; --quick 2)")
-    ap.add_argument("--sections", default="validate,count,train,eval", help="comma-separated subset to run")
+    ap.add_argument("--sections", default="validate,count,train,eval,serve", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(OUT), help="where to write the JSON results")
     ap.add_argument("--train-batch", type=int, default=None, help="conversations per training step (full: 4)")
     ap.add_argument("--train-warmup", type=int, default=None, help="untimed first steps (full: 0)")
@@ -695,7 +762,7 @@ def main(argv=None) -> None:
     if a.train_distinct is not None:
         cfg["train_distinct_configs"] = [x for x in a.train_distinct.split(",") if x]
     sections = [x.strip() for x in a.sections.split(",") if x.strip()]
-    unknown = set(sections) - {"validate", "count", "train", "eval"}
+    unknown = set(sections) - {"validate", "count", "train", "eval", "serve"}
     if unknown:
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
     started = time.time()
@@ -708,7 +775,8 @@ def main(argv=None) -> None:
             console.print(f"[bold]bench:[/] {name} ...")
             t = time.time()
             fn = {"validate": lambda: bench_validate(cfg, tmp), "count": lambda: bench_count(cfg),
-                  "train": lambda: bench_train(cfg, tmp), "eval": lambda: bench_eval(cfg)}[name]
+                  "train": lambda: bench_train(cfg, tmp), "eval": lambda: bench_eval(cfg),
+                  "serve": lambda: bench_serve(cfg, tmp)}[name]
             try:
                 res["sections"][name] = fn()
             except Exception as e:  # one broken section must not lose the others' figures

@@ -36,40 +36,50 @@ def lora_rank(adapter: Path) -> int:
     return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
 
 
+def vllm_command(model: str, served: str, *, parser: str, chat_template: Path, max_len: int, tokenizer: str | None = None,
+                 generation_config: Path | None = None, port: int = 8000, host: str = "127.0.0.1", eager: bool = False,
+                 trust_remote_code: bool = False) -> list[str]:
+    """vLLM's OpenAI server for one model: tool calls parsed by `parser`, prompts rendered by `chat_template`."""
+    from pipeline.lib.backends import cuda_available
+
+    cmd = [str(SERVE_PY), "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
+           "--model", model, "--served-model-name", served, "--enable-auto-tool-choice", "--tool-call-parser", parser,
+           "--chat-template", str(chat_template), "--max-model-len", str(max_len)]
+    if tokenizer:
+        cmd += ["--tokenizer", tokenizer]
+    if generation_config:
+        cmd += ["--generation-config", str(generation_config)]
+    if trust_remote_code:
+        cmd.append("--trust-remote-code")
+    if not cuda_available():
+        cmd += ["--gpu-memory-utilization", str(CPU_MEMORY_SHARE)]
+    if eager:
+        cmd.append("--enforce-eager")  # no graph compilation: starts in a fraction of the time
+    return cmd
+
+
 def server_args(recipe: Recipe, run_dir: Path, *, mode: str = "merged", port: int = 8000, host: str = "127.0.0.1",
                 eager: bool = False) -> tuple[list[str], dict[str, str]]:
     """The vLLM server command line for this run, and the names it serves ({"tuned": ...} and/or {"base": ...}).
     mode `merged`: the merged export as <RUN>; `lora`: the base as `base` with the adapter as <RUN>; `base`: the
     base alone (what the eval scores as the base). Every mode renders with the run's chat template and tokenizer."""
     from pipeline.export import base_16bit
-    from pipeline.lib.backends import cuda_available
     from pipeline.lib.models import resolve
 
     info = export_info(run_dir)
     export = run_dir / "export"
-    cmd = [str(SERVE_PY), "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
-           "--enable-auto-tool-choice", "--tool-call-parser", info["vllm_tool_parser"],
-           "--chat-template", str(export / "chat_template.jinja"),
-           "--max-model-len", str(recipe.max_seq_length), "--generation-config", str(export)]
+    common = dict(parser=info["vllm_tool_parser"], chat_template=export / "chat_template.jinja", max_len=recipe.max_seq_length,
+                  generation_config=export, port=port, host=host, eager=eager, trust_remote_code=recipe.trust_remote_code)
     if mode == "merged":
-        names = {"tuned": run_dir.name}
-        cmd += ["--model", str(export), "--served-model-name", run_dir.name]
-    elif mode in ("lora", "base"):
-        names = {"base": "base"}
-        cmd += ["--model", resolve(base_16bit(recipe), "model"), "--served-model-name", "base", "--tokenizer", str(export)]
-        if mode == "lora":
-            names["tuned"] = run_dir.name
-            cmd += ["--enable-lora", "--max-lora-rank", str(max(8, lora_rank(export / "adapter"))),
-                    "--lora-modules", f"{run_dir.name}={export / 'adapter'}"]
-    else:
+        return vllm_command(str(export), run_dir.name, **common), {"tuned": run_dir.name}
+    if mode not in ("lora", "base"):
         raise ValueError(f"unknown serving mode {mode}")
-    if recipe.trust_remote_code:
-        cmd.append("--trust-remote-code")
-    if not cuda_available():
-        cmd += ["--gpu-memory-utilization", str(CPU_MEMORY_SHARE)]
-    if eager:
-        cmd.append("--enforce-eager")  # no graph compilation: starts in a fraction of the time, decodes slower
-    return cmd, names
+    cmd = vllm_command(resolve(base_16bit(recipe), "model"), "base", tokenizer=str(export), **common)
+    if mode == "base":
+        return cmd, {"base": "base"}
+    cmd += ["--enable-lora", "--max-lora-rank", str(max(8, lora_rank(export / "adapter"))),
+            "--lora-modules", f"{run_dir.name}={export / 'adapter'}"]
+    return cmd, {"base": "base", "tuned": run_dir.name}
 
 
 class Server:

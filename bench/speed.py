@@ -571,6 +571,7 @@ def bench_serve(cfg: dict, tmp: Path) -> dict:
 
     from pipeline.evaluate import eval_items, from_message, generate, load_model, wire
     from pipeline.lib.models import resolve
+    from pipeline.lib.parse import parse
     from pipeline.lib.template import TEMPLATES
     from pipeline.serve import SERVE_PY, Server, chat as post, free_port, vllm_command
 
@@ -607,18 +608,12 @@ def bench_serve(cfg: dict, tmp: Path) -> dict:
                 replies = list(pool.map(lambda b: post(server.url, b), bodies))
             rate = len(items) / (time.perf_counter() - t)
         same = sum(from_message(m, chat.fmt)[1].calls == p.calls
-                   for m, p in zip(replies, (parse_reply(x, chat.fmt) for x in hf_out)))
+                   for m, p in zip(replies, (parse(x, chat.fmt) for x in hf_out)))
         out[f"vllm_{mode}"] = {"server_start_s": round(start, 1), "turns_per_s": round(rate, 3),
                                "vs_hf": round(rate / hf_rate, 3), "same_calls_as_hf": f"{same}/{len(items)}"}
     out["note"] = ("SmolLM2-135M base, the bundled eval turns, greedy; vLLM answers eval.batch_size requests at a time "
                    "and batches them itself; the compiled server's start includes compiling (cached for later starts)")
     return out
-
-
-def parse_reply(text: str, fmt: str):
-    from pipeline.lib.parse import parse
-
-    return parse(text, fmt)
 
 
 # --- report ---------------------------------------------------------------------------------------

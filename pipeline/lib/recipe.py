@@ -197,7 +197,17 @@ class EvalConfig:
     """Also score the base model, for the base-vs-tuned table."""
     engine: str = "hf"
     """`hf`: generate with transformers in this process. `vllm`: start vLLM's OpenAI server (.venv-serve, `make
-    serve-venv`) on the base, then on the merged export, and score the `tool_calls` vLLM's own parser returns."""
+    serve-venv`) on the base, then on the merged export, and score the `tool_calls` vLLM's own parser returns.
+    `llamacpp`: score each GGUF of `make gguf` through `llama-server --jinja` (its own parser), beside the merged
+    model's verdicts on the same turns (reused from an hf run, else generated)."""
+    gguf: list[str] | None = None
+    """The GGUF types eval.engine=llamacpp scores (e.g. [q8_0, q4_k_m]); None: every file `make gguf` wrote."""
+
+
+# GGUF types: what llama.cpp's converter writes itself, then llama-quantize's types (lower case, as recipes write them)
+GGUF_CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_TYPES = GGUF_CONVERTER_TYPES + ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q2_k_s", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s",
+                                     "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0")
 
 
 @dataclass
@@ -208,6 +218,9 @@ class ExportConfig:
     """Eval prompts on which the reloaded merged model must generate what the adapter model does."""
     check_new_tokens: int = 48
     """Tokens generated per check prompt (the logits of every one are compared too)."""
+    gguf: list[str] = field(default_factory=lambda: ["q8_0", "q4_k_m"])
+    """GGUF files `make gguf` writes with llama.cpp's own tools: f16, bf16, q8_0 (its converter) or a llama-quantize
+    type (q4_k_m, q5_k_m, q6_k, q4_0, ...), each with an Ollama Modelfile."""
     base: str | None = None
     """The 16-bit checkpoint the adapter is merged into, also scored as the base by the eval. None: the
     recipe's model, with Unsloth's pre-quantized ids (`-bnb-4bit`, `-unsloth-bnb-4bit`) mapped to their 16-bit twin."""
@@ -418,7 +431,7 @@ def check(r: Recipe) -> list[str]:
         "dtype": (r.dtype, ("auto", "float32", "bfloat16", "float16")),
         "gpu": (r.gpu, ("rtx4090", "a100-40gb", "a100-80gb", "h100", "h200")),
         "data.on_invalid": (r.data.on_invalid, ("reject", "fail")),
-        "eval.engine": (r.eval.engine, ("hf", "vllm")),
+        "eval.engine": (r.eval.engine, ("hf", "vllm", "llamacpp")),
         "train.packing": (r.train.packing, ("shared_prefix", "none")),
         "export.dtype": (r.export.dtype, ("bfloat16", "float16")),
     }
@@ -460,6 +473,12 @@ def check(r: Recipe) -> list[str]:
         p.append(f"`train.warmup_ratio` is {r.train.warmup_ratio}; it must be in [0, 1).")
     if not 0 < r.data.eval_fraction < 1:
         p.append(f"`data.eval_fraction` is {r.data.eval_fraction}; it must be in (0, 1).")
+    for key, values in (("export.gguf", r.export.gguf), ("eval.gguf", r.eval.gguf or [])):
+        bad = [v for v in values if v not in GGUF_TYPES]
+        if bad or len(set(values)) != len(values):
+            p.append(f"`{key}` is {values}: list distinct GGUF types among {', '.join(GGUF_TYPES)}.")
+    if r.eval.engine == "llamacpp" and r.eval.gguf == []:
+        p.append("`eval.gguf` is empty: name the GGUF types to score (e.g. [q4_k_m]) or null for all.")
     if not r.lora.target_modules:
         p.append("`lora.target_modules` is empty; name at least one linear layer (e.g. q_proj).")
     if r.load_in_4bit and r.backend == "cpu":

@@ -226,9 +226,7 @@ def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: l
         parity = prompt_parity(server.url, model, chat, items[:20])
         replies, took = server_replies(server.url, model, items, budget, recipe.eval.batch_size, f"{label} via vLLM",
                                        {"skip_special_tokens": False})
-    produced, parsed = zip(*(from_message(m, chat.fmt) for m in replies))
-    return list(produced), list(parsed), {"seconds": round(took, 1), "turns_per_s": round(len(items) / took, 3),
-                                          "server_start_s": round(started, 1), "prompt_parity": parity}
+    return served(replies, chat, took, started, parity)
 
 
 def llamacpp_replies(recipe: Recipe, chat: Chat, gguf: Path, items: list[dict], budget: int,
@@ -247,10 +245,14 @@ def llamacpp_replies(recipe: Recipe, chat: Chat, gguf: Path, items: list[dict], 
                    == chat.prompt(it["messages"], it["tools"]) for it in items[:20])
         replies, took = server_replies(server.url, gguf.stem, items, budget, recipe.eval.batch_size,
                                        f"{gguf.name} via llama-server")
+    return served(replies, chat, took, started, {"checked": len(items[:20]), "identical": same})
+
+
+def served(replies: list[dict], chat: Chat, took: float, started: float, parity: dict) -> tuple[list[str], list[Parsed], dict]:
+    """A server's replies as the produced texts and parsed calls `score` takes, and the timing the report shows."""
     produced, parsed = zip(*(from_message(m, chat.fmt) for m in replies))
-    return list(produced), list(parsed), {"seconds": round(took, 1), "turns_per_s": round(len(items) / took, 3),
-                                          "server_start_s": round(started, 1),
-                                          "prompt_parity": {"checked": len(items[:20]), "identical": same}}
+    return list(produced), list(parsed), {"seconds": round(took, 1), "turns_per_s": round(len(replies) / took, 3),
+                                          "server_start_s": round(started, 1), "prompt_parity": parity}
 
 
 def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:

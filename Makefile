@@ -42,7 +42,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export evaluate eval gguf llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
+.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -84,6 +84,8 @@ $(R)/evaluate/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/export/
 	$(call STAGE,evaluate)
 $(R)/gguf/stage.json: $(R)/recipe.yaml $(R)/export/stage.json $(SRC) | llamacpp
 	$(call STAGE,gguf)
+$(R)/bfcl/stage.json: $(R)/recipe.yaml $(R)/export/stage.json $(SRC)
+	$(call STAGE,bfcl)
 
 # One name per stage: the make target, the module (python -m pipeline.<stage>) and the folder runs/<RUN>/<stage>/.
 validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval
@@ -94,6 +96,7 @@ export: $(R)/export/stage.json ## stage 5: merged 16-bit model + adapter, checke
 evaluate: $(R)/evaluate/stage.json ## stage 6: base vs tuned tool-calling accuracy on the held-out split
 eval: evaluate ## the same as evaluate
 gguf: $(R)/gguf/stage.json ## GGUF files (export.gguf) + Ollama Modelfiles from the export, by llama.cpp's own tools
+bfcl: $(R)/bfcl/stage.json ## base vs tuned on BFCL's single-turn categories, judged by BFCL's own AST checker
 
 train: ## the whole chain: validate, count, load, sft, export, evaluate
 	@$(MAKE) --no-print-directory preflight

@@ -31,12 +31,14 @@ from pipeline.lib.generation import greedy
 from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
 from pipeline.export import base_16bit, check_16bit
 from pipeline.gguf import gguf_files
+from pipeline import bfcl
 from pipeline.lib.recipe import Recipe
 
 STAGE = "evaluate"
 # The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
 SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
+FORGETTING = ("irrelevance", "simple_python")  # BFCL categories of the forgetting check
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
@@ -324,7 +326,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     inputs = [vdir / "eval.jsonl", merged / "stage.json"]
     if recipe.eval.engine == "llamacpp":
         inputs.append(run_dir / "gguf" / "stage.json")
-    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "eval",
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "eval.max_turns",
+                                               "eval.batch_size", "eval.max_new_tokens", "eval.failures_shown", "eval.base",
+                                               "eval.engine", "eval.gguf", "eval.forgetting", "eval.bfcl_max_new_tokens",
                                                "trust_remote_code"))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
@@ -350,7 +354,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     other = "vllm" if engine == "hf" else "hf"
     other_preds = read_predictions(out, other)  # the other engine's verdicts on these turns, if it scored them
     ggufs = gguf_files(run_dir, recipe.eval.gguf, "eval.gguf") if engine == "llamacpp" else {}
-    rows, failures, timing, loaded, preds = {}, {}, {}, {}, []
+    rows, failures, timing, loaded, preds, forgetting = {}, {}, {}, {}, [], {}
+    # The forgetting check: a fixed BFCL sample (irrelevance and simple), other domains' tools, scored base vs tuned
+    fitems = bfcl.items(FORGETTING, recipe.eval.forgetting) if recipe.eval.forgetting and engine == "hf" else []
     models = [("tuned", str(merged), rel(merged))]
     if recipe.eval.base:
         models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
@@ -378,6 +384,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             t0 = time.time()
             outputs, parsed = generate(model, tok, chat, prompts, recipe, label, budget), None
             timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
+            if fitems:
+                replies = generate(model, tok, chat, [chat.prompt(it["messages"], it["tools"]) for it in fitems], recipe,
+                                   f"{label} BFCL sample", recipe.eval.bfcl_max_new_tokens)
+                forgetting[label], fpreds = bfcl.score(fitems, replies, chat.fmt)
+                forgetting[label]["failures"] = [x for x in fpreds if not x["ok"]][:3]
             del model
             free_gpu_memory()
         rows[label], failures[label], p = score(items, outputs, chat.fmt, parsed)
@@ -390,6 +401,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
               "base": rows.get("base"), "tuned": rows["tuned"], "timing": timing,
               "pass": {k: (rows["tuned"][k] is not None and rows["tuned"][k] >= v) for k, v in TARGETS.items()},
               "failures": failures["tuned"][: recipe.eval.failures_shown]}
+    if forgetting:
+        report["forgetting"] = forgetting
     if ggufs:
         merged_turns = by_turn(preds, "tuned")
         report["gguf"] = {q: {"file": ggufs[q].name, "bytes": ggufs[q].stat().st_size, "metrics": rows[f"gguf-{q}"], "timing": timing[f"gguf-{q}"],
@@ -491,6 +504,21 @@ def markdown(recipe: Recipe, r: dict) -> str:
             for d in x["against_merged"]["differ"][: recipe.eval.failures_shown]:
                 lines.append(f"- {q} `{d['id']}` turn {d['turn']}: {'right' if d['this'] else 'wrong'} `{d['produced'][:150]}`; "
                              f"merged {'right' if d['other'] else 'wrong'} `{d['other_produced'][:150]}`")
+        lines.append("")
+    f = r.get("forgetting")
+    if f:
+        cats = list(f["tuned"]["categories"])
+        lines += ["## Forgetting check: a BFCL sample", "",
+                  "Questions of the Berkeley Function Calling Leaderboard with their own functions (not this agent's), "
+                  "judged by BFCL's AST checker: irrelevance is right when no call comes back, simple when the one expected "
+                  "call does. A tuned model below its base here has learned to call tools it should not, or stopped "
+                  "reading the tool list it is given. `make bfcl` runs every category.", "",
+                  "| BFCL category | questions | base | tuned |", "|---|---|---|---|"]
+        for c in cats:
+            base = fmt_pct(f["base"]["categories"][c]["accuracy"]) if "base" in f else "-"
+            lines.append(f"| {c} | {f['tuned']['categories'][c]['total']} | {base} | {fmt_pct(f['tuned']['categories'][c]['accuracy'])} |")
+        lines += [f"- tuned `{x['id']}` ({x['category']}): {x['why']}; produced `{x['produced'].strip()[:150]}`"
+                  for x in f["tuned"]["failures"]]
         lines.append("")
     lines += ["## Failures (tuned)", ""]
     for f in r["failures"]:

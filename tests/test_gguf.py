@@ -92,6 +92,7 @@ def test_the_modelfile_template_renders_every_eval_prompt_as_training_did(ollama
         template = template.replace("'<|im_end|>\\n'", "eos_token + '\\n'")
     go = go_template(template, eos)
     assert go and (eos or "<|im_end|>") in go and "<|END|>" not in go
+    assert '"""' not in go  # the Modelfile quotes the TEMPLATE with triple quotes
     # Ollama finds the call tag as the first text inside `{{ if .ToolCalls }}`
     assert "{{- if .ToolCalls }}<tool_call>{" in go
     text = modelfile("m-q4_k_m.gguf", template, eos_token=eos, decoding={}, num_ctx=2048, recipe="r")

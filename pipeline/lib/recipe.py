@@ -200,6 +200,13 @@ class EvalConfig:
     serve-venv`) on the base, then on the merged export, and score the `tool_calls` vLLM's own parser returns.
     `llamacpp`: score each GGUF of `make gguf` through `llama-server --jinja` (its own parser), beside the merged
     model's verdicts on the same turns (reused from an hf run, else generated)."""
+    forgetting: int = 10
+    """The forgetting check: this many BFCL irrelevance and simple questions each (other domains' tools), scored base
+    vs tuned with the eval (engine hf); 0: off."""
+    bfcl_per_category: int | None = 20
+    """`make bfcl`: questions of each BFCL category, spread over its file (None: all, ~3,400 in ten categories)."""
+    bfcl_max_new_tokens: int = 160
+    """`make bfcl`: the longest reply generated per question."""
     gguf: list[str] | None = None
     """The GGUF types eval.engine=llamacpp scores (e.g. [q8_0, q4_k_m]); None: every file `make gguf` wrote."""
 
@@ -447,6 +454,7 @@ def check(r: Recipe) -> list[str]:
         "train.save_total_limit": r.train.save_total_limit,
         "data.eval_max": r.data.eval_max, "data.max_train": r.data.max_train,
         "train.max_pack_tokens": r.train.max_pack_tokens,
+        "eval.bfcl_per_category": r.eval.bfcl_per_category, "eval.bfcl_max_new_tokens": r.eval.bfcl_max_new_tokens,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:
@@ -462,6 +470,8 @@ def check(r: Recipe) -> list[str]:
         p.append("`train.epochs` is not positive and `train.max_steps` is not set: set one of them.")
     if r.train.neftune_alpha is not None and r.train.neftune_alpha <= 0:
         p.append(f"`train.neftune_alpha` is {r.train.neftune_alpha}; it must be positive (or null for off).")
+    if r.eval.forgetting < 0:
+        p.append(f"`eval.forgetting` is {r.eval.forgetting}; it must be 0 (off) or more.")
     if r.eval.max_new_tokens < 0:
         p.append(f"`eval.max_new_tokens` is {r.eval.max_new_tokens}; it must be at least 1, or 0 to fit the longest "
                  "reference reply.")

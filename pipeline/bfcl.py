@@ -1,0 +1,246 @@
+"""The field's benchmark: base vs tuned on the Berkeley Function Calling Leaderboard's single-turn categories.
+
+    make bfcl RUN=my-run                                   # eval.bfcl_per_category questions of each category
+    make bfcl RUN=my-run ARGS="eval.bfcl_per_category=null"  # every question (hours on a CPU)
+
+The questions, their possible answers and the AST checker are BFCL's own, from the `bfcl-eval` package on PyPI
+(BFCL v4 data). Each question is rendered through the run's chat template with the question's own functions as
+`tools` (BFCL's parameter types mapped to JSON Schema), answered greedily by the base and the merged model,
+parsed by the run's parser, and judged by BFCL's checker: a call must name an expected function with every
+required argument at one of the acceptable values; an irrelevance question is right when no call comes back.
+
+The summary columns are computed as the leaderboard computes them (v3 and v4): non-live AST is the unweighted
+mean of simple, multiple, parallel and parallel multiple; live is the mean of the four live categories weighted
+by their full sizes; irrelevance is the unweighted mean of irrelevance and live irrelevance. Two differences:
+the leaderboard's "simple" also averages in Java and JavaScript questions (here Python only), and a sample of
+each category stands for the whole.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+                                 write_jsonl_atomic, write_sidecar, write_text_atomic)
+from pipeline.lib.parse import parse
+from pipeline.lib.recipe import Recipe
+
+STAGE = "bfcl"
+NON_LIVE = ("simple_python", "multiple", "parallel", "parallel_multiple")
+LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
+IRRELEVANCE = ("irrelevance", "live_irrelevance")
+CATEGORIES = NON_LIVE + LIVE + IRRELEVANCE
+# The leaderboard's figures (BFCL v3, 2025-04): non-live AST / live / irrelevance, in percent.
+ANCHORS = {"Qwen2.5-0.5B-Instruct": (62.3, 48.0, 46.2), "Hammer2.1-0.5b (a 0.5B tool fine-tune)": (69.1, 62.9, 73.9),
+           "Llama-3.1-8B-Instruct (prompt)": (84.2, 61.1, 48.8), "ToolACE-2-8B (a Llama 3.1 8B tool fine-tune)": (87.6, 80.1, 90.1)}
+CHECKER_MODEL = "tooltune"  # the name BFCL's checker is told; its functions keep their dots
+
+
+def data_dir() -> Path:
+    try:
+        import bfcl_eval
+    except ImportError:
+        raise StageError("BFCL's data and checker come from the `bfcl-eval` package: `make venv` installs it "
+                         "(pip install --no-deps bfcl-eval==2026.3.23).") from None
+    return Path(bfcl_eval.__file__).parent / "data"
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def category(name: str) -> tuple[list[dict], dict[str, list]]:
+    """A category's questions and (id -> ground truth) its possible answers (none for irrelevance)."""
+    root = data_dir()
+    questions = read_lines(root / f"BFCL_v4_{name}.json")
+    answers = root / "possible_answer" / f"BFCL_v4_{name}.json"
+    return questions, ({r["id"]: r["ground_truth"] for r in read_lines(answers)} if answers.is_file() else {})
+
+
+def spread(rows: list, n: int | None) -> list:
+    """n rows spread evenly over the list (all of them when n is None or larger)."""
+    if n is None or n >= len(rows):
+        return rows
+    step = len(rows) / n
+    return [rows[int(k * step)] for k in range(n)]
+
+
+def tools_of(question: dict) -> list[dict]:
+    """A question's functions as OpenAI `tools`, BFCL's types (dict, float, tuple, any) mapped to JSON Schema."""
+    from pipeline.formats import bfcl_types_to_json_schema
+
+    return [{"type": "function", "function": {"name": f["name"], "description": f.get("description", ""),
+                                               "parameters": bfcl_types_to_json_schema(f.get("parameters") or {})}}
+            for f in question["function"]]
+
+
+def items(categories: tuple[str, ...], per_category: int | None) -> list[dict]:
+    """One item per question: its category, the messages, the tools, BFCL's own question and possible answer."""
+    out = []
+    for cat in categories:
+        questions, answers = category(cat)
+        for q in spread(questions, per_category):
+            turns = q["question"]
+            if len(turns) != 1:
+                continue  # single-turn categories only
+            out.append({"category": cat, "id": q["id"], "messages": turns[0], "tools": tools_of(q), "question": q,
+                        "answer": answers.get(q["id"]), "size": len(questions)})
+    return out
+
+
+def checker():
+    """BFCL's AST checker, imported without the model handlers its package imports for other uses: the checker
+    only asks them whether a model writes dots in function names as underscores (tooltune's parser does not)."""
+    if "bfcl_eval.constants.model_config" not in sys.modules:
+        stub = types.ModuleType("bfcl_eval.constants.model_config")
+        stub.MODEL_CONFIG_MAPPING = {CHECKER_MODEL: types.SimpleNamespace(underscore_to_dot=False)}
+        sys.modules["bfcl_eval.constants.model_config"] = stub
+    data_dir()
+    from bfcl_eval.constants.enums import Language
+    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
+
+    return lambda functions, output, answer, cat: ast_checker(functions, output, answer, Language.PYTHON, cat, CHECKER_MODEL)
+
+
+def verdict(item: dict, calls: list[dict]) -> tuple[bool, str | None]:
+    """BFCL's judgement of the parsed calls: right or wrong, and why wrong."""
+    if item["category"] in IRRELEVANCE:
+        return (not calls), (None if not calls else "called a function where none fits")
+    if not calls:
+        return False, "no function call"
+    output = [{c["name"]: c["arguments"] if isinstance(c["arguments"], dict) else {}} for c in calls]
+    try:
+        result = checker()(item["question"]["function"], output, item["answer"], item["category"])
+    except Exception as e:  # the checker raises on shapes it does not expect (a list where a dict goes)
+        return False, f"checker: {type(e).__name__}: {e}"[:300]
+    return bool(result["valid"]), None if result["valid"] else "; ".join(map(str, result.get("error", [])))[:300]
+
+
+def score(bitems: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict]]:
+    """Per-category accuracy, the leaderboard's summary columns, and one record per question."""
+    preds, per = [], {}
+    for item, text in zip(bitems, outputs):
+        p = parse(text, fmt)
+        ok, why = verdict(item, p.calls)
+        per.setdefault(item["category"], {"right": 0, "total": 0, "size": item["size"]})
+        per[item["category"]]["right"] += ok
+        per[item["category"]]["total"] += 1
+        preds.append({"category": item["category"], "id": item["id"], "ok": ok, "why": why, "produced": text,
+                      "calls": p.calls})
+    acc = {c: v["right"] / v["total"] for c, v in per.items()}
+    return {"categories": {c: dict(per[c], accuracy=acc[c]) for c in per}, "summary": summary(acc, per)}, preds
+
+
+def summary(acc: dict, per: dict) -> dict:
+    """The leaderboard's columns from per-category accuracy (None where a category was not run)."""
+    def mean(cats):
+        return sum(acc[c] for c in cats) / len(cats) if all(c in acc for c in cats) else None
+
+    live = None
+    if all(c in acc for c in LIVE):
+        live = sum(acc[c] * per[c]["size"] for c in LIVE) / sum(per[c]["size"] for c in LIVE)
+    return {"non_live_ast": mean(NON_LIVE), "live": live, "irrelevance": mean(IRRELEVANCE)}
+
+
+def answer(recipe: Recipe, run_dir: Path, bitems: list[dict], budget: int) -> tuple[dict[str, list[str]], str]:
+    """The base's and the merged model's greedy replies to every question (the evaluate stage's models and decoding),
+    and the run's tool-call format."""
+    from pipeline.evaluate import free_gpu_memory, generate, load_model
+    from pipeline.export import base_16bit
+    from pipeline.lib.models import load_tokenizer, resolve
+    from pipeline.lib.template import Chat
+
+    tok = load_tokenizer(recipe)
+    chat = Chat.for_recipe(recipe, tok)
+    prompts = [chat.prompt(it["messages"], it["tools"]) for it in bitems]
+    replies = {}
+    for label, path, name in (("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)),
+                              ("tuned", str(run_dir / "export"), rel(run_dir / "export"))):
+        model = load_model(path, recipe, str(name))
+        replies[label] = generate(model, tok, chat, prompts, recipe, f"BFCL {label}", budget)
+        del model
+        free_gpu_memory()
+    return replies, chat.fmt
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def markdown(recipe: Recipe, report: dict) -> str:
+    base, tuned = report["base"], report["tuned"]
+    lines = [f"# BFCL: {recipe.name}", "",
+             f"Berkeley Function Calling Leaderboard (BFCL v4 data, `bfcl-eval` {report['bfcl_eval']}), single-turn "
+             f"categories, {report['per_category'] or 'all'} questions per category; each question rendered with the run's "
+             f"template and its own functions as tools, parsed by the `{report['tool_format']}` parser, judged by BFCL's "
+             "AST checker. Base and tuned (the merged export) decode greedily.", "",
+             "| category | questions | base | tuned |", "|---|---|---|---|"]
+    for c in CATEGORIES:
+        if c in tuned["categories"]:
+            t = tuned["categories"][c]
+            lines.append(f"| {c} | {t['total']} of {t['size']} | {pct(base['categories'][c]['accuracy'])} | {pct(t['accuracy'])} |")
+    lines += ["", "| | non-live AST | live | irrelevance |", "|---|---|---|---|"]
+    for label, r in (("base", base), ("tuned", tuned)):
+        s = r["summary"]
+        lines.append(f"| {label} ({recipe.name}) | {pct(s['non_live_ast'])} | {pct(s['live'])} | {pct(s['irrelevance'])} |")
+    for name, (a, b, c) in ANCHORS.items():
+        lines.append(f"| {name}, leaderboard v3 (2025-04) | {a} | {b} | {c} |")
+    lines += ["", "Non-live AST here averages Python questions only (the leaderboard's simple column also averages Java "
+              "and JavaScript); a sample of each category stands for it (live is weighted by the full category sizes).", "",
+              "## Tuned: wrong answers (first of each category)", ""]
+    seen = set()
+    for p in report["failures"]:
+        if p["category"] not in seen:
+            seen.add(p["category"])
+            lines.append(f"- `{p['id']}` ({p['category']}): {p['why']}; produced `{p['produced'].strip()[:200]}`")
+    return "\n".join(lines) + "\n"
+
+
+def run(recipe: Recipe, run_dir: Path) -> Path:
+    started = time.time()
+    export = run_dir / "export"
+    out = run_dir / STAGE
+    if not (export / "stage.json").is_file():
+        raise StageError(f"run the export stage first: {rel(export)} is missing or incomplete (make export).")
+    inputs = [export / "stage.json"]
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export.base",
+                                               "eval.bfcl_per_category", "eval.bfcl_max_new_tokens", "eval.batch_size",
+                                               "trust_remote_code"))
+    if up_to_date(out, fp):
+        console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
+        return out / "report.json"
+    from importlib.metadata import version
+
+    bitems = items(CATEGORIES, recipe.eval.bfcl_per_category)
+    console.print(f"bfcl: {len(bitems)} questions from {len(CATEGORIES)} categories, base and tuned, replies up to "
+                  f"{recipe.eval.bfcl_max_new_tokens} tokens")
+    replies, fmt = answer(recipe, run_dir, bitems, recipe.eval.bfcl_max_new_tokens)
+    report = {"bfcl_eval": version("bfcl-eval"), "per_category": recipe.eval.bfcl_per_category, "tool_format": fmt,
+              "anchors": ANCHORS}
+    preds = []
+    for label in ("base", "tuned"):
+        report[label], p = score(bitems, replies[label], fmt)
+        preds += [dict(model=label, **x) for x in p]
+    report["failures"] = [p for p in preds if p["model"] == "tuned" and not p["ok"]]
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out / "predictions.jsonl", preds)
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", markdown(recipe, report))
+    for label in ("base", "tuned"):
+        s = report[label]["summary"]
+        console.print(f"bfcl {label}: non-live AST {pct(s['non_live_ast'])}, live {pct(s['live'])}, "
+                      f"irrelevance {pct(s['irrelevance'])}")
+    write_sidecar(out, STAGE, recipe, inputs, fp, started, {k: report[k]["summary"] for k in ("base", "tuned")})
+    return out / "report.md"
+
+
+def main(argv=None):
+    stage_main(STAGE, run, argv)
+
+
+if __name__ == "__main__":
+    main()

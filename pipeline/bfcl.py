@@ -201,11 +201,12 @@ def markdown(recipe: Recipe, report: dict) -> str:
 
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
+    from pipeline.export import export_info
+
     started = time.time()
     export = run_dir / "export"
     out = run_dir / STAGE
-    if not (export / "stage.json").is_file():
-        raise StageError(f"run the export stage first: {rel(export)} is missing or incomplete (make export).")
+    export_info(run_dir)  # a finished export, or the message that says how to make one
     inputs = [export / "stage.json"]
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "export.base",
                                                "eval.bfcl_per_category", "eval.bfcl_max_new_tokens", "eval.batch_size",

@@ -69,6 +69,14 @@ def check_16bit(where: str, name: str) -> None:
                          "ARGS=\"export.base=/path/to/16bit-model\".")
 
 
+def export_info(run_dir: Path) -> dict:
+    """What the finished export of a run says of itself (tooltune.json); a StageError naming the fix if there is none."""
+    export = run_dir / "export"
+    if not (export / "stage.json").is_file():
+        raise StageError(f"{rel(export)} holds no finished export: run `make train RUN={run_dir.name}` (or `make export`) first.")
+    return json.loads((export / "tooltune.json").read_text())
+
+
 def decoding_defaults(gen) -> dict:
     """What a server samples with when a request sets nothing, as the generation config says."""
     keys = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")

@@ -89,15 +89,13 @@ def gguf_files(run_dir: Path, wanted: list[str] | None, key: str) -> dict[str, P
 
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
-    from pipeline.export import decoding_defaults
+    from pipeline.export import decoding_defaults, export_info
     from pipeline.lib.modelfile import modelfile
 
     started = time.time()
     export = run_dir / "export"
     out = run_dir / STAGE
-    if not (export / "stage.json").is_file():
-        raise StageError(f"run the export stage first: {rel(export)} is missing or incomplete (make export).")
-    info = json.loads((export / "tooltune.json").read_text())
+    info = export_info(run_dir)
     inputs = [export / "stage.json"]
     fp = fingerprint(recipe, STAGE, inputs, ("export.gguf",))
     if up_to_date(out, fp):

@@ -21,18 +21,11 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from pipeline.lib.common import StageError, command, console, rel
+from pipeline.lib.common import StageError, command, console
 from pipeline.lib.recipe import ROOT, Recipe
 
 SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
 CPU_MEMORY_SHARE = 0.25  # vLLM's CPU backend reserves this share of the memory for weights and KV cache
-
-
-def export_info(run_dir: Path) -> dict:
-    export = run_dir / "export"
-    if not (export / "stage.json").is_file():
-        raise StageError(f"{rel(export)} holds no finished export: run `make train RUN={run_dir.name}` (or `make export`) first.")
-    return json.loads((export / "tooltune.json").read_text())
 
 
 def lora_rank(adapter: Path) -> int:
@@ -67,7 +60,7 @@ def server_args(recipe: Recipe, run_dir: Path, *, mode: str = "merged", port: in
     """The vLLM server command line for this run, and the names it serves ({"tuned": ...} and/or {"base": ...}).
     mode `merged`: the merged export as <RUN>; `lora`: the base as `base` with the adapter as <RUN>; `base`: the
     base alone (what the eval scores as the base). Every mode renders with the run's chat template and tokenizer."""
-    from pipeline.export import base_16bit
+    from pipeline.export import base_16bit, export_info
     from pipeline.lib.models import resolve
 
     info = export_info(run_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.lib.recipe import ROOT
-from test_serve import CALL, ask, caller_model, conversations
+from test_serve import CALL, ask, weather_run
 
 DATA = ROOT / "data" / "customer_service"
 
@@ -122,24 +122,13 @@ def test_the_modelfile_template_renders_every_eval_prompt_as_training_did(ollama
 
 def test_make_gguf_then_llama_server_parses_the_calls_and_the_eval_scores_each_gguf(smol_dir, tmp_path, monkeypatch, capsys):
     from pipeline import count, evaluate, export, gguf, load, serve, sft, validate
-    from pipeline.lib.recipe import load as load_recipe
     from pipeline.lib.template import Chat, adapt
 
     tools_dir = llamacpp()
     if not (ROOT / ".venv-serve" / ".installed").is_file():
         pytest.skip("the openai client lives in .venv-serve: `make serve-venv` (make test installs it)")
-    base = caller_model(smol_dir, tmp_path / "caller")
-    data = tmp_path / "weather.jsonl"
-    data.write_text("".join(json.dumps(c) + "\n" for c in conversations()))
-    runs = tmp_path / "runs"
-    monkeypatch.setenv("TOOLTUNE_RUNS", str(runs))
-    args = [f"model={base}", f"data.train={data}", "data.tools=null", "data.eval=null", "data.eval_fraction=0.2",
-            "train.max_steps=4", "train.lr=1e-3", "train.batch_size=2", "export.check_prompts=2",
-            "export.check_new_tokens=24", "max_seq_length=1024", "export.gguf=[f16,q4_k_m]"]
-    for module in (validate, count, load, sft, export, gguf):
-        module.main(["--recipe", "smollm2-135m-tools", "--run", "weather", *args])
-    recipe = load_recipe("smollm2-135m-tools", args, run="weather")
-    run_dir = runs / "weather"
+    recipe, run_dir, args = weather_run(smol_dir, tmp_path, monkeypatch, (validate, count, load, sft, export, gguf),
+                                        ("export.gguf=[f16,q4_k_m]",))
     out = run_dir / "gguf"
     files = gguf.gguf_files(run_dir, None, "export.gguf")
     assert sorted(files) == ["f16", "q4_k_m"] and all(p.stat().st_size > 0 for p in files.values())

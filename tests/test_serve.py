@@ -185,6 +185,23 @@ print(json.dumps({"content": m.content, "calls": [{"name": t.function.name, "arg
 """
 
 
+def weather_run(smol_dir: Path, tmp_path: Path, monkeypatch, stages: tuple, extra: tuple[str, ...] = ()):
+    """The tiny caller model trained on the weather conversations and taken through `stages` as the run `weather`
+    (in tmp_path/runs): its recipe, run folder and the overrides every later stage must be given."""
+    from pipeline.lib.recipe import load as load_recipe
+
+    base = caller_model(smol_dir, tmp_path / "caller")
+    data = tmp_path / "weather.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in conversations()))
+    monkeypatch.setenv("TOOLTUNE_RUNS", str(tmp_path / "runs"))
+    args = [f"model={base}", f"data.train={data}", "data.tools=null", "data.eval=null", "data.eval_fraction=0.2",
+            "train.max_steps=4", "train.lr=1e-3", "train.batch_size=2", "export.check_prompts=2",
+            "export.check_new_tokens=24", "export.dtype=bfloat16", "max_seq_length=1024", *extra]
+    for module in stages:
+        module.main(["--recipe", "smollm2-135m-tools", "--run", "weather", *args])
+    return load_recipe("smollm2-135m-tools", args, run="weather"), tmp_path / "runs" / "weather", args
+
+
 def ask(port: int, model: str) -> dict:
     """One chat request with `tools`, through the `openai` client (it lives in the serving environment)."""
     out = subprocess.run([str(SERVE_PY), "-c", ASK, str(port), model, json.dumps(TOOLS)], capture_output=True, text=True,
@@ -195,20 +212,7 @@ def ask(port: int, model: str) -> dict:
 
 def test_vllm_serves_the_export_and_the_adapter_with_parsed_tool_calls(smol_dir, tmp_path, monkeypatch, capsys):
     from pipeline import count, export, load, sft, serve, validate
-    from pipeline.lib.recipe import load as load_recipe
-
-    base = caller_model(smol_dir, tmp_path / "caller")
-    data = tmp_path / "weather.jsonl"
-    data.write_text("".join(json.dumps(c) + "\n" for c in conversations()))
-    runs = tmp_path / "runs"
-    monkeypatch.setenv("TOOLTUNE_RUNS", str(runs))
-    args = [f"model={base}", f"data.train={data}", "data.tools=null", "data.eval=null", "data.eval_fraction=0.2",
-            "train.max_steps=4", "train.lr=1e-3", "train.batch_size=2", "export.check_prompts=2",
-            "export.check_new_tokens=24", "export.dtype=bfloat16", "max_seq_length=1024"]
-    for module in (validate, count, load, sft, export):
-        module.main(["--recipe", "smollm2-135m-tools", "--run", "weather", *args])
-    recipe = load_recipe("smollm2-135m-tools", args, run="weather")
-    run_dir = runs / "weather"
+    recipe, run_dir, args = weather_run(smol_dir, tmp_path, monkeypatch, (validate, count, load, sft, export))
 
     for lora in (False, True):
         port = serve.free_port()

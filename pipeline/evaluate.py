@@ -5,7 +5,8 @@
 
 For every assistant turn of the eval conversations, prompt with the conversation before it (the
 run's template, batched greedy generation), parse the reply with the run's tool-call parser, and
-score: tool selection (right tool names), arguments (equal after JSON canonicalization),
+score: tool selection (right tool names), arguments (equal after JSON canonicalization, or one of the
+acceptable forms a reference call lists in `acceptable`, as BFCL's possible answers do),
 schema-valid calls, refusals (no call where the reference answers the user in text: no tool fits, or
 a required argument is missing), answers after a tool result (text, not another call, where the
 reference summarizes the result), parallel calls (exact set), parse failures. The tuned model is the
@@ -23,7 +24,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from rich.table import Table
 
-from pipeline.lib.parse import Parsed, parse
+from pipeline.lib.parse import Parsed, calls_match, parse
 from pipeline.lib.template import Chat, adapt
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar, write_text_atomic)
@@ -42,10 +43,6 @@ FORGETTING = ("irrelevance", "simple_python")  # BFCL categories of the forgetti
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
-def canon(args) -> str:
-    return json.dumps(args, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dict]:
     """One item per assistant turn (as the template sees it): the prompt messages and the reference."""
     items = []
@@ -55,7 +52,8 @@ def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dic
             if m["role"] != "assistant":
                 continue
             calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"] if isinstance(
-                c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"])}
+                c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"]),
+                      **({"acceptable": c["acceptable"]} if c.get("acceptable") else {})}
                 for c in m.get("tool_calls") or []]
             items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
                           "after": "tool" if i and msgs[i - 1]["role"] == "tool" else "user",
@@ -111,8 +109,7 @@ def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] 
         if ref:
             n_call += 1
             names_ok = Counter(c["name"] for c in p.calls) == Counter(c["name"] for c in ref)
-            exact = Counter((c["name"], canon(c["arguments"])) for c in p.calls) == Counter(
-                (c["name"], canon(c["arguments"])) for c in ref)
+            exact = calls_match(p.calls, ref)  # equal arguments, or one of a reference's acceptable forms
             sel += names_ok
             args_ok += exact
             if len(ref) > 1:

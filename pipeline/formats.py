@@ -57,8 +57,10 @@ constraint). Each ground-truth entry becomes one tool call in a single assistant
 last turn of the record; its calls have no results). For each parameter the first
 acceptable value is used; if that first option is ``""`` ("may be omitted") the parameter
 is left out (dict arguments, whose values are again lists of options, are resolved the
-same way). Names are kept as they are, dots included. Questions without ground truth are
-rejected (``bfcl_no_answer``).
+same way). Every acceptable form is kept too, on the call as ``acceptable``
+(``{"param": [acceptable values]}``, ``""`` meaning it may be left out): training uses the
+chosen ``arguments``, the eval's argument metric accepts any acceptable form. Names are kept
+as they are, dots included. Questions without ground truth are rejected (``bfcl_no_answer``).
 
 Every converted record is checked with :func:`validate_canonical`; a failure is a reject.
 """
@@ -623,7 +625,9 @@ def _bfcl_one(rec: Any, answers: Mapping[str, Any]) -> Result:
         if not isinstance(params, dict):
             errors.append(_err("bfcl_bad_answer", f"ground truth for {name!r} is not an object", "map parameters to lists of acceptable values"))
             continue
-        tool_calls.append(calls.new(name, _bfcl_pick_args(params)))
+        # one value per argument to train on, and every acceptable form for the eval to score against
+        tool_calls.append({**calls.new(name, _bfcl_pick_args(params)),
+                           "acceptable": {k: v if isinstance(v, list) else [v] for k, v in params.items()}})
     if tool_calls:
         messages.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
     return _finish(messages, tools, errors)

@@ -31,6 +31,7 @@ from rich.table import Table
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
                              write_jsonl_atomic, write_sidecar)
 from pipeline.lib.recipe import ROOT, Recipe, glob_paths
+from pipeline.lib.parse import acceptable_args
 
 STAGE = "validate"
 ROLES = {"system", "user", "assistant", "tool"}
@@ -74,6 +75,8 @@ CODES = {
     "tool_undeclared": "declare the tool in `tools` (per line), in data.tools, or as a signature in the system prompt",
     "arguments_not_json": "`arguments` must be a JSON object or a string holding one",
     "arguments_schema": "make the arguments match the tool's JSON Schema",
+    "acceptable_malformed": "`acceptable` maps each argument to a non-empty list of the values a reply may give it "
+                            "(\"\" among them: it may be left out), and the call's own `arguments` must be one of them",
     "tools_invalid": "`tools` must be a list of {\"type\": \"function\", \"function\": {name, description, parameters}} "
                      "with a valid JSON Schema for parameters",
     "no_tools": "the conversation calls tools but none are declared; set data.tools or add `tools` to the line",
@@ -363,6 +366,13 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
                 seen_ids.add(call_id)
                 pending[call_id] = name
                 norm_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": args}})
+                acceptable = c.get("acceptable") if isinstance(c, dict) else None
+                if acceptable is not None:
+                    if not (isinstance(acceptable, dict) and all(isinstance(v, list) and v for v in acceptable.values())
+                            and acceptable_args(args, acceptable)):
+                        errors.append(problem("acceptable_malformed", f"{cw} ({name}): `acceptable` is not a map of "
+                                                                      "argument -> acceptable values that admits the call's arguments"))
+                    norm_calls[-1]["acceptable"] = acceptable
             msg = {"role": "assistant", "content": content if (content or "").strip() else None}
             if norm_calls:
                 msg["tool_calls"] = norm_calls

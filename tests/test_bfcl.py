@@ -118,3 +118,57 @@ def test_the_summary_columns_follow_the_leaderboard():
     assert s["irrelevance"] == pytest.approx(0.25)
     assert bfcl.summary({"simple_python": 1.0}, {"simple_python": {"size": 1}}) == {
         "non_live_ast": None, "live": None, "irrelevance": None}
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["first_acceptable", "last_acceptable"])
+def test_tooltunes_argument_metric_accepts_what_bfcls_checker_accepts(answered, last):
+    """BFCL imported to the canonical format keeps every acceptable form (`acceptable` on each call); the eval's own
+    argument metric, scoring a reply against that record, agrees with BFCL's checker on each possible answer, in
+    each acceptable form, and on each corrupted one."""
+    from pipeline.evaluate import eval_items, score
+    from pipeline.formats import import_bfcl
+
+    records, items, texts, theirs = [], [], [], []
+    for it in answered:
+        (rec, errors), = import_bfcl([it["question"]], {it["id"]: it["answer"]})
+        if rec is None or not direct(it, calls_of(it, last)):
+            continue  # rejected by the validator, or one of the few answers BFCL's own checker refuses (see above)  # BFCL's own contradictions (an empty list of values, a required argument it may omit)
+        rec["id"] = it["id"]
+        (item,) = eval_items([rec], "hermes", None)
+        for corrupted in (False, True):
+            calls = calls_of(it, last)
+            if corrupted:
+                target = next((c for c in calls if c["arguments"]), None)
+                if target is None:
+                    continue
+                key = next(iter(target["arguments"]))
+                target["arguments"] = dict(target["arguments"], **{key: corrupt(target["arguments"][key])})
+            items.append(item)
+            texts.append(reply(calls))
+            theirs.append(direct(it, calls))
+        records.append(rec)
+    assert len(records) > 0.99 * len(answered)
+    assert any(c.get("acceptable") for r in records for m in r["messages"] for c in m.get("tool_calls") or [])
+    _, _, preds = score(items, texts, "hermes")
+    ours = [p["ok"] for p in preds]
+    differ = [(it["id"], t) for it, o, t in zip(items, ours, theirs) if o != t]
+    assert not differ, differ[:5]
+    assert sum(ours) > 2000 and sum(not o for o in ours) > 2000  # both verdicts, many times over
+
+
+def test_the_validator_keeps_acceptable_forms_and_refuses_ones_that_do_not_admit_the_call():
+    from pipeline.validate import Schemas, check_line
+
+    tools = [{"type": "function", "function": {"name": "area", "parameters": {
+        "type": "object", "properties": {"base": {"type": "number"}, "unit": {"type": "string"}}, "required": ["base"]}}}]
+
+    def line(acceptable):
+        call = {"id": "c1", "type": "function", "function": {"name": "area", "arguments": {"base": 10}}, "acceptable": acceptable}
+        return json.dumps({"messages": [{"role": "user", "content": "Area of base 10?"},
+                                        {"role": "assistant", "content": None, "tool_calls": [call]}]}).encode()
+
+    rec, errors = check_line(line({"base": [10, 10.0], "unit": ["", "units"]}), tools, Schemas())
+    assert rec is not None and rec["messages"][1]["tool_calls"][0]["acceptable"] == {"base": [10, 10.0], "unit": ["", "units"]}
+    for bad in ({"base": [11]}, {"base": []}, {"base": 10}, {"unit": ["units"]}):
+        rec, errors = check_line(line(bad), tools, Schemas())
+        assert rec is None and [e["code"] for e in errors] == ["acceptable_malformed"], (bad, errors)

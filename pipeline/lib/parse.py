@@ -108,3 +108,54 @@ def parse(text: str, fmt: str) -> Parsed:
 
 def vllm_parser(fmt: str) -> str:
     return {"hermes": "hermes", "llama3_json": "llama3_json", "mistral": "mistral"}[fmt]
+
+
+# --- alternatives: a reference call that accepts several values (BFCL's possible answers) -----------------------
+
+def same_value(x, v) -> bool:
+    """`x` (what a reply gave) is the acceptable value `v`: numbers by value (5 and 5.0), a dict whose values are all
+    lists of alternatives as nested acceptable arguments (as BFCL nests them), lists element by element."""
+    if isinstance(v, dict) and v and all(isinstance(a, list) for a in v.values()):
+        return acceptable_args(x, v)
+    if isinstance(v, list):
+        return isinstance(x, list) and len(x) == len(v) and all(same_value(a, b) for a, b in zip(x, v))
+    if isinstance(v, bool) or isinstance(x, bool):
+        return type(x) is type(v) and x == v
+    if isinstance(v, (int, float)) and isinstance(x, (int, float)):
+        return x == v
+    return type(x) is type(v) and x == v
+
+
+def acceptable_args(args, acceptable: dict) -> bool:
+    """The arguments of a call are one of the acceptable forms: every argument given is a known one at one of its
+    acceptable values, every argument left out may be (its values include "")."""
+    if not isinstance(args, dict) or set(args) - set(acceptable):
+        return False
+    for name, values in acceptable.items():
+        if name not in args:
+            if "" not in values:
+                return False
+        elif not any(same_value(args[name], v) for v in values if not (isinstance(v, str) and v == "")):
+            return False
+    return True
+
+
+def calls_match(produced: list[dict], reference: list[dict]) -> bool:
+    """The produced calls are the reference calls in some order: equal arguments, or, where a reference call carries
+    `acceptable`, arguments of one of its acceptable forms (every pairing is tried: two calls of one tool may
+    each fit either reference)."""
+    if len(produced) != len(reference):
+        return False
+    if not reference:
+        return True
+    ref, rest = reference[0], reference[1:]
+    for k, c in enumerate(produced):
+        fits = c["name"] == ref["name"] and (acceptable_args(c["arguments"], ref["acceptable"]) if ref.get("acceptable")
+                                             else _canon(c["arguments"]) == _canon(ref["arguments"]))
+        if fits and calls_match(produced[:k] + produced[k + 1:], rest):
+            return True
+    return False
+
+
+def _canon(args) -> str:
+    return json.dumps(args, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -97,7 +97,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     out = run_dir / STAGE
     info = export_info(run_dir)
     inputs = [export / "stage.json"]
-    fp = fingerprint(recipe, STAGE, inputs, ("export.gguf",))
+    fp = fingerprint(recipe, STAGE, inputs, ("export.gguf", "max_seq_length"))  # the Modelfiles carry num_ctx
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: export unchanged, nothing to do[/]")
         return out

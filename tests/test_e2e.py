@@ -13,7 +13,7 @@ def tiny_args(model_dir) -> list[str]:
     return [f"model={model_dir}", "cpu_bf16=false", "data.max_train=12", "data.eval_max=3", "train.max_steps=2",
             "train.batch_size=4", "train.save_steps=1", "train.logging_steps=1", "eval.max_turns=4",
             "eval.batch_size=4", "eval.max_new_tokens=8", "export.check_new_tokens=8", "export.check_prompts=3",
-            "export.dtype=float16"]
+            "export.dtype=float16", "eval.forgetting=2", "eval.bfcl_max_new_tokens=8"]
 
 
 def stage(module, argv):
@@ -51,6 +51,9 @@ def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
     assert e["tuned"]["turns"] == 4
     assert e["reply_budget"]["max_new_tokens"] == 8 and e["reply_budget"]["configured"] == 8
     assert e["reply_budget"]["references_longer_than_budget"] >= 1  # 8 tokens cut every call short: it says so
+    for row in ("base", "tuned"):  # the forgetting check: BFCL questions with their own tools, base and tuned
+        assert {c: v["total"] for c, v in e["forgetting"][row]["categories"].items()} == {"irrelevance": 2, "simple_python": 2}
+    assert "## Forgetting check: a BFCL sample" in (run / "evaluate/report.md").read_text()
     side = json.loads((run / "export/stage.json").read_text())
     check = side["figures"]["merge_check"]
     assert check["prompts"] == 3 and not check["mismatches"]

@@ -23,7 +23,7 @@ from miniature import BASES, build, cache_repo
 
 MINI = ["load_in_4bit=false", "data.max_train=12", "data.eval_max=3", "train.max_steps=2", "train.save_steps=1",
         "train.logging_steps=1", "train.lr=5e-3", "eval.max_turns=4", "eval.batch_size=4", "eval.max_new_tokens=8",
-        "export.check_prompts=3", "export.check_new_tokens=8"]
+        "export.check_prompts=3", "export.check_new_tokens=8", "eval.forgetting=2", "eval.bfcl_max_new_tokens=8"]
 RECIPES = ["smollm2-135m-tools", *BASES]
 
 

@@ -33,7 +33,7 @@ def tiny_args(model_dir) -> list[str]:
     return [f"model={model_dir}", "cpu_bf16=false", "data.max_train=12", "data.eval_max=2",
             f"train.max_steps={STEPS}", "train.save_steps=2", "train.batch_size=2", "train.logging_steps=1",
             "eval.max_turns=2", "eval.batch_size=2", "eval.max_new_tokens=6", "export.check_new_tokens=6",
-            "export.check_prompts=2", "export.dtype=float16"]
+            "export.check_prompts=2", "export.dtype=float16", "eval.forgetting=2", "eval.bfcl_max_new_tokens=8"]
 
 
 def stage(module, run: str, args: list[str]) -> None:

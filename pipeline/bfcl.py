@@ -24,7 +24,7 @@ import time
 import types
 from pathlib import Path
 
-from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
+from pipeline.lib.common import (StageError, console, fingerprint, stage_main, up_to_date, write_json_atomic,
                                  write_jsonl_atomic, write_sidecar, write_text_atomic)
 from pipeline.lib.parse import parse
 from pipeline.lib.recipe import Recipe
@@ -149,18 +149,16 @@ def summary(acc: dict, per: dict) -> dict:
 def answer(recipe: Recipe, run_dir: Path, bitems: list[dict], budget: int) -> tuple[dict[str, list[str]], str]:
     """The base's and the merged model's greedy replies to every question (the evaluate stage's models and decoding),
     and the run's tool-call format."""
-    from pipeline.evaluate import free_gpu_memory, generate, load_model
-    from pipeline.export import base_16bit
-    from pipeline.lib.models import load_tokenizer, resolve
+    from pipeline.evaluate import free_gpu_memory, generate, load_model, scored_models
+    from pipeline.lib.models import load_tokenizer
     from pipeline.lib.template import Chat
 
     tok = load_tokenizer(recipe)
     chat = Chat.for_recipe(recipe, tok)
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in bitems]
     replies = {}
-    for label, path, name in (("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)),
-                              ("tuned", str(run_dir / "export"), rel(run_dir / "export"))):
-        model = load_model(path, recipe, str(name))
+    for label, path, name in scored_models(recipe, run_dir):
+        model = load_model(path, recipe, name)
         replies[label] = generate(model, tok, chat, prompts, recipe, f"BFCL {label}", budget)
         del model
         free_gpu_memory()

@@ -306,6 +306,15 @@ def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
                 trust_remote_code=recipe.trust_remote_code)
 
 
+def scored_models(recipe: Recipe, run_dir: Path, base: bool = True) -> list[tuple[str, str, str]]:
+    """(label, where its weights are, its name) of the models an eval scores: the 16-bit base, then the merged export."""
+    merged = run_dir / "export"
+    models = [("tuned", str(merged), str(rel(merged)))]
+    if base:
+        models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
+    return models
+
+
 def load_model(path: str, recipe: Recipe, name: str):
     from pipeline.lib.backends import cuda_available
 
@@ -354,9 +363,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     rows, failures, timing, loaded, preds, forgetting = {}, {}, {}, {}, [], {}
     # The forgetting check: a fixed BFCL sample (irrelevance and simple), other domains' tools, scored base vs tuned
     fitems = bfcl.items(FORGETTING, recipe.eval.forgetting) if recipe.eval.forgetting and engine == "hf" else []
-    models = [("tuned", str(merged), rel(merged))]
-    if recipe.eval.base:
-        models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
+    models = scored_models(recipe, run_dir, recipe.eval.base)
     models += [(f"gguf-{q}", str(path), rel(path)) for q, path in ggufs.items()]
     for label, path, name in models:
         by = engine

@@ -96,20 +96,27 @@ def test_tools_schema(tools):
 
 
 def test_conversation_structure_and_calls_validate(tools, splits):
-    validators = {t["function"]["name"]: jsonschema.Draft202012Validator(t["function"]["parameters"])
-                  for t in tools}
     system = splits["train"][0]["messages"][0]
     assert system["role"] == "system" and system["content"] == datagen.SYSTEM_PROMPT
     for _split, rows in splits.items():
         for conv in rows:
             msgs = conv["messages"]
-            assert set(conv) == {"id", "kind", "messages"}
-            assert msgs[0] == system, conv["id"]
-            assert msgs[1]["role"] == "user"
+            assert set(conv) in ({"id", "kind", "messages"}, {"id", "kind", "tools", "messages"})
+            listed = conv.get("tools", tools)  # no `tools`: the agent's whole list (data.tools)
+            assert "tools" not in conv or conv["tools"] != tools, conv["id"]
+            validators = {t["function"]["name"]: jsonschema.Draft202012Validator(t["function"]["parameters"])
+                          for t in listed}
+            assert len(validators) == len(listed), conv["id"]
+            if conv["kind"].startswith("other_"):  # another domain's assistant: a general system prompt, or none
+                assert msgs[0]["role"] == "user" or msgs[0]["content"] in datagen.GENERIC_SYSTEM_PROMPTS[1:]
+            else:
+                assert msgs[0] == system, conv["id"]
+            turns = msgs[1:] if msgs[0]["role"] == "system" else msgs
+            assert turns[0]["role"] == "user"
             assert msgs[-1]["role"] == "assistant", conv["id"]
             pending: dict[str, str] = {}
             ids: set[str] = set()
-            for m in msgs[1:]:
+            for m in turns:
                 if m["role"] == "assistant" and m.get("tool_calls"):
                     assert m["content"] is None
                     for tc in m["tool_calls"]:
@@ -118,6 +125,7 @@ def test_conversation_structure_and_calls_validate(tools, splits):
                         ids.add(tc["id"])
                         name, args = tc["function"]["name"], tc["function"]["arguments"]
                         assert isinstance(args, dict)
+                        assert name in validators, (conv["id"], name, "is not in the conversation's tools")
                         errs = list(validators[name].iter_errors(args))
                         assert not errs, (conv["id"], name, args, errs[0].message)
                         pending[tc["id"]] = name
@@ -128,6 +136,46 @@ def test_conversation_structure_and_calls_validate(tools, splits):
                     assert m["role"] in ("user", "assistant")
                     assert isinstance(m["content"], str) and m["content"] == m["content"].strip()
                     assert m["content"]
+
+
+def test_tool_lists_vary_and_hold_what_is_needed(tools, splits):
+    acme = [t["function"]["name"] for t in tools]
+    for split, rows in splits.items():
+        own = [c for c in rows if not c["kind"].startswith("other_") and c["kind"] != "tool_absent"]
+        whole = sum("tools" not in c for c in own) / len(own)
+        assert abs(whole - datagen.FULL_LIST_SHARE) < 0.06, (split, whole)
+        orders = set()
+        for c in own:
+            if "tools" not in c:
+                continue
+            names = [t["function"]["name"] for t in c["tools"]]
+            orders.add(tuple(n for n in names if n in acme) == tuple(n for n in acme if n in names))
+            assert {tc["function"]["name"] for tc in _calls(c)} <= set(names)
+            if c["kind"] == "missing_argument":  # the tool the question is for is listed even where no call follows
+                assert set(names) & set(acme)
+            if c["kind"] == "refusal":  # off-topic requests never sit beside another domain's tool
+                assert set(names) <= set(acme), c["id"]
+        assert orders == {True, False}, split  # subsets come both in the agent's order and shuffled
+        absent = [c for c in rows if c["kind"] == "tool_absent"]
+        assert absent
+        for c in absent:
+            names = {t["function"]["name"] for t in c["tools"]}
+            reply = c["messages"][-1]["content"]
+            missing = [n for n, cap in datagen.CAPABILITIES.items() if f"to {cap}" in reply or f"can't {cap}" in reply]
+            assert len(missing) == 1 and missing[0] not in names, (c["id"], reply, names)
+            assert not names & set(datagen.NEIGHBOURS[missing[0]])
+
+
+def test_other_domains_are_held_out_whole(splits):
+    def other_tools(rows):
+        return {datagen.OTHER_BY_NAME[t["function"]["name"]]["names"][0]
+                for c in rows for t in c.get("tools", []) if t["function"]["name"] in datagen.OTHER_BY_NAME}
+    train, evals = other_tools(splits["train"]), other_tools(splits["eval"])
+    assert len(train) >= 10 and len(evals) >= 3
+    assert not train & evals  # eval's other-domain conversations call and list tools training never shows
+    called = collections.Counter(tc["function"]["name"] for c in splits["train"] if c["kind"] == "other_call"
+                                 for tc in _calls(c))
+    assert len(called) >= 20  # several names per tool: a call copies its name from the list
 
 
 def test_every_tool_has_100_train_conversations(splits):
@@ -154,8 +202,13 @@ def test_kind_semantics(splits):
         for c in rows:
             msgs = c["messages"]
             calls = [m for m in msgs if m.get("tool_calls")]
-            if c["kind"] == "refusal":
+            if c["kind"] in ("refusal", "tool_absent"):
                 assert not calls and len(msgs) == 3
+            elif c["kind"] == "other_irrelevant":
+                assert not calls and msgs[-2]["role"] == "user" and len(msgs) <= 3
+            elif c["kind"] == "other_call":
+                assert len(calls) == 1 and msgs[-1] is calls[0] and calls[0]["tool_calls"][0]["function"]["name"] in {
+                    t["function"]["name"] for t in c["tools"]}
             elif c["kind"] == "parallel":
                 assert len(calls[0]["tool_calls"]) == 2
             elif c["kind"] == "missing_argument":

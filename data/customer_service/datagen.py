@@ -5,7 +5,8 @@ Usage::
     python data/customer_service/datagen.py --out data/customer_service [--seed 0] [--train 3000] [--eval 400]
 
 Writes ``tools.json`` (OpenAI tools list), ``train.jsonl`` and ``eval.jsonl``
-(OpenAI chat format, one conversation per line).  Generation uses only the
+(OpenAI chat format, one conversation per line; a line without ``tools`` sees
+the agent's whole list, tools.json).  Generation uses only the
 standard library (``random.Random(seed)``, ``json``, ``hashlib``); argument
 validation uses ``jsonschema`` when it is installed, else a small built-in
 validator that covers the schema features used here.
@@ -15,7 +16,9 @@ Held-out eval: every pool of phrasing templates (per intent) and of values
 descriptions, ...) is split into disjoint train/eval parts by a fixed hash,
 and generated values (order ids, SKUs, amounts, dates, phones, postal codes)
 are assigned to a split by hashing the value itself.  Eval conversations are
-therefore built from templates and values that training never uses.
+therefore built from templates and values that training never uses.  Tools
+of other domains are split whole: eval's other-domain conversations list and
+call tools that training never shows.
 """
 
 from __future__ import annotations
@@ -42,13 +45,17 @@ DEFAULT_EVAL = 400
 MIN_TRAIN_PER_TOOL = 100
 
 KIND_SHARES: list[tuple[str, float]] = [
-    ("single_call", 0.40),
-    ("multi_step", 0.15),
+    ("single_call", 0.34),
+    ("multi_step", 0.12),
     ("parallel", 0.10),
     ("missing_argument", 0.10),
-    ("refusal", 0.15),
-    ("tool_error", 0.10),
+    ("refusal", 0.10),
+    ("tool_error", 0.08),
+    ("other_call", 0.06),        # another domain's assistant calls a tool from its own list
+    ("other_irrelevant", 0.06),  # ... and no listed tool fits: it says so
+    ("tool_absent", 0.04),       # an Acme request whose tool is not in this conversation's list
 ]
+FULL_LIST_SHARE = 0.7  # Acme conversations that see the agent's whole list, in order
 KINDS = [k for k, _ in KIND_SHARES]
 
 # --------------------------------------------------------------------------
@@ -1252,6 +1259,291 @@ REFUSAL_REPLIES = [
 ]
 
 # --------------------------------------------------------------------------
+# Other domains and per-conversation tool lists
+# --------------------------------------------------------------------------
+# An agent that sees the same 15 tools in the same order in every conversation learns a topic, not
+# how to read a tool list. So every conversation carries its own `tools`: half the Acme ones the full
+# list in its usual order (the deployed agent), the rest a shuffled subset that always holds the
+# tools the conversation calls, their neighbours (the tools they are confused with) and sometimes
+# tools of other domains. Conversations of other domains (a general assistant, or none) call tools
+# the agent never has; some ask for something no listed tool does, or for an Acme tool that is not
+# in the list, and the right reply says so instead of calling.
+
+GENERIC_SYSTEM_PROMPTS = [
+    None,  # no system message
+    "You are a helpful assistant.",
+    "You are a helpful assistant with access to functions. Call them when they help answer the user.",
+    "Answer the user's request. Use one of the provided functions when it fits; otherwise reply in text.",
+]
+
+# The tools each Acme tool is confused with (most of a tuned model's wrong tools are these).
+NEIGHBOURS = {
+    "check_order_status": ["track_shipment", "list_recent_orders"],
+    "track_shipment": ["check_order_status"],
+    "cancel_order": ["initiate_return", "submit_refund"],
+    "initiate_return": ["submit_refund", "cancel_order"],
+    "submit_refund": ["initiate_return", "escalate_to_human"],
+    "update_shipping_address": ["update_account_email"],
+    "search_products": ["check_product_availability"],
+    "check_product_availability": ["search_products"],
+    "get_account_details": ["list_recent_orders", "update_account_email"],
+    "update_account_email": ["get_account_details", "reset_password"],
+    "reset_password": ["update_account_email", "get_account_details"],
+    "apply_discount_code": ["submit_refund"],
+    "list_recent_orders": ["get_account_details", "check_order_status"],
+    "escalate_to_human": ["schedule_callback"],
+    "schedule_callback": ["escalate_to_human"],
+}
+
+# What each Acme tool does, as a reply that names a missing tool puts it.
+CAPABILITIES = {
+    "check_order_status": "check an order's status",
+    "track_shipment": "track a shipment",
+    "cancel_order": "cancel an order",
+    "initiate_return": "start a return",
+    "submit_refund": "issue a refund",
+    "update_shipping_address": "change a delivery address",
+    "search_products": "search the catalog",
+    "check_product_availability": "check stock",
+    "get_account_details": "look up an account",
+    "update_account_email": "change an account's email",
+    "reset_password": "reset a password",
+    "apply_discount_code": "apply a discount code",
+    "list_recent_orders": "list recent orders",
+    "escalate_to_human": "hand the case to a colleague",
+    "schedule_callback": "book a callback",
+}
+
+
+def _num(desc: str, **kw) -> dict:
+    return {"type": "number", "description": desc, **kw}
+
+
+def _int(desc: str, **kw) -> dict:
+    return {"type": "integer", "description": desc, **kw}
+
+
+def _s(desc: str, **kw) -> dict:
+    return {"type": "string", "description": desc, **kw}
+
+
+# Other domains' tools: names (one is picked per conversation, so that a call copies its name from
+# the list), description, parameters with descriptions (as public function-calling sets write them),
+# required, templates, and what the tool does. Template fields: see `_other_slot`.
+OTHER_TOOLS: list[dict] = [
+    {"names": ["get_current_weather", "weather_now", "fetch_weather"], "does": "get the weather",
+     "description": "Get the current weather in a city.",
+     "params": {"location": _s("The city, e.g. Denver"), "unit": _s("Temperature unit", enum=["celsius", "fahrenheit"])},
+     "required": ["location"],
+     "templates": ["What's the weather in {city} right now?", "How warm is it in {city} at the moment?",
+                   "Tell me the current weather in {city} in {unit}.", "Is it raining in {city}?",
+                   "Current conditions for {city}, please, in {unit}.", "What's it like outside in {city} today?"]},
+    {"names": ["convert_currency", "currency_convert", "exchange_money"], "does": "convert currencies",
+     "description": "Convert an amount of money from one currency to another.",
+     "params": {"amount": _num("Amount to convert"), "from_currency": _s("ISO code, e.g. USD"),
+                "to_currency": _s("ISO code, e.g. EUR")},
+     "required": ["amount", "from_currency", "to_currency"],
+     "templates": ["Convert {amount} {from_currency} to {to_currency}.", "How much is {amount} {from_currency} in {to_currency}?",
+                   "I have {amount} {from_currency}; what's that in {to_currency}?",
+                   "Change {amount} {from_currency} into {to_currency} for me.", "{amount} {from_currency} to {to_currency}?"]},
+    {"names": ["calculate_triangle_area", "triangle_area", "geometry_triangle_area"], "does": "compute a triangle's area",
+     "description": "Area of a triangle from its base and height.",
+     "params": {"base": _num("Base length"), "height": _num("Height")},
+     "required": ["base", "height"],
+     "templates": ["What's the area of a triangle with base {base} and height {height}?",
+                   "Find the area of a triangle: base {base}, height {height}.",
+                   "A triangle has a base of {base} cm and a height of {height} cm. How big is its area?",
+                   "Calculate the triangle area for base {base} and height {height}."]},
+    {"names": ["get_stock_price", "stock_quote", "fetch_share_price"], "does": "look up stock prices",
+     "description": "Latest trading price of a stock.",
+     "params": {"ticker": _s("Stock ticker symbol, e.g. AAPL")},
+     "required": ["ticker"],
+     "templates": ["What is {ticker} trading at?", "Get me the latest price of {ticker}.",
+                   "How much is one share of {ticker} right now?", "Stock price for {ticker}, please."]},
+    {"names": ["translate_text", "translate", "text_translation"], "does": "translate text",
+     "description": "Translate text into another language.",
+     "params": {"text": _s("The text to translate"), "target_language": _s("Language to translate into")},
+     "required": ["text", "target_language"],
+     "templates": ["Translate \"{phrase}\" into {language}.", "How do you say \"{phrase}\" in {language}?",
+                   "Please put \"{phrase}\" into {language}.", "What's \"{phrase}\" in {language}?"]},
+    {"names": ["find_restaurants", "restaurant_search", "search_restaurants"], "does": "find restaurants",
+     "description": "Find restaurants in a city, optionally by cuisine.",
+     "params": {"location": _s("City"), "cuisine": _s("Type of food, e.g. Thai")},
+     "required": ["location"],
+     "templates": ["Find me a {cuisine} restaurant in {city}.", "Where can I eat in {city}?",
+                   "Any good {cuisine} places in {city}?", "Restaurants in {city}, please.",
+                   "I'm hungry in {city}; what's around?"]},
+    {"names": ["get_flight_status", "flight_status", "check_flight"], "does": "check flights",
+     "description": "Status of a flight by its number.",
+     "params": {"flight_number": _s("Airline code and number, e.g. UA123")},
+     "required": ["flight_number"],
+     "templates": ["Is flight {flight} on time?", "What's the status of {flight}?",
+                   "Has {flight} landed yet?", "Check flight {flight} for me."]},
+    {"names": ["calculate_bmi", "bmi_calculator", "body_mass_index"], "does": "compute a BMI",
+     "description": "Body mass index from weight and height.",
+     "params": {"weight_kg": _num("Weight in kilograms"), "height_cm": _num("Height in centimetres")},
+     "required": ["weight_kg", "height_cm"],
+     "templates": ["What's my BMI? I weigh {weight} kg and I'm {height} cm tall.",
+                   "Calculate BMI for {weight} kg and {height} cm.",
+                   "I'm {height} cm and {weight} kg; what's my body mass index?"]},
+    {"names": ["compound_interest", "calculate_compound_interest", "interest_calculator"], "does": "compute interest",
+     "description": "Value of a deposit with yearly compound interest.",
+     "params": {"principal": _num("Initial amount"), "rate": _num("Yearly interest rate as a decimal, e.g. 0.05"),
+                "years": _int("Number of years")},
+     "required": ["principal", "rate", "years"],
+     "templates": ["If I invest {principal} at {rate} yearly for {years} years, what do I end up with?",
+                   "Compound interest on {principal}, rate {rate}, {years} years?",
+                   "What will {principal} grow to in {years} years at an annual rate of {rate}?"]},
+    {"names": ["get_movie_showtimes", "movie_showtimes", "cinema_times"], "does": "find movie showtimes",
+     "description": "Showtimes of a movie in a city.",
+     "params": {"movie": _s("Movie title"), "location": _s("City")},
+     "required": ["movie", "location"],
+     "templates": ["When is {movie} playing in {city}?", "Showtimes for {movie} in {city}, please.",
+                   "Where can I see {movie} in {city} tonight?"]},
+    {"names": ["get_population", "country_population", "population_lookup"], "does": "look up populations",
+     "description": "Population of a country, optionally in a given year.",
+     "params": {"country": _s("Country name"), "year": _int("Year")},
+     "required": ["country"],
+     "templates": ["What's the population of {country}?", "How many people lived in {country} in {year}?",
+                   "Population of {country} in {year}?", "How many people live in {country}?"]},
+    {"names": ["math_gcd", "greatest_common_divisor", "gcd"], "does": "compute a greatest common divisor",
+     "description": "Greatest common divisor of two integers.",
+     "params": {"a": _int("First integer"), "b": _int("Second integer")},
+     "required": ["a", "b"],
+     "templates": ["What's the greatest common divisor of {a} and {b}?", "GCD of {a} and {b}?",
+                   "Find the highest common factor of {a} and {b}."]},
+    {"names": ["search_recipes", "recipe_finder", "find_recipes"], "does": "find recipes",
+     "description": "Find recipes with an ingredient, optionally under a time limit.",
+     "params": {"ingredient": _s("Main ingredient"), "max_minutes": _int("Longest total time in minutes")},
+     "required": ["ingredient"],
+     "templates": ["Give me a recipe with {ingredient}.", "What can I cook with {ingredient} in under {minutes} minutes?",
+                   "Find recipes that use {ingredient}, {minutes} minutes max.", "Any ideas for dinner with {ingredient}?"]},
+    {"names": ["get_distance", "distance_between", "route_distance"], "does": "measure distances",
+     "description": "Driving distance between two cities.",
+     "params": {"origin": _s("Start city"), "destination": _s("End city"), "unit": _s("Unit", enum=["km", "miles"])},
+     "required": ["origin", "destination"],
+     "templates": ["How far is it from {city} to {city2}?", "Distance from {city} to {city2} in {dist_unit}?",
+                   "How many {dist_unit} is the drive from {city} to {city2}?", "What's the drive from {city} to {city2}?"]},
+    {"names": ["book_hotel", "reserve_hotel", "hotel_booking"], "does": "book hotels",
+     "description": "Book a hotel room.",
+     "params": {"city": _s("City"), "check_in": _s("Date, YYYY-MM-DD", pattern=DATE_RE), "nights": _int("Number of nights", minimum=1)},
+     "required": ["city", "check_in", "nights"],
+     "templates": ["Book a hotel in {city} from {date} for {nights} nights.", "I need a room in {city}, checking in {date}, {nights} nights.",
+                   "Reserve {nights} nights in {city} starting {date}."]},
+    {"names": ["get_time_zone", "timezone_lookup", "city_time_zone"], "does": "look up time zones",
+     "description": "Time zone of a city.",
+     "params": {"city": _s("City name")},
+     "required": ["city"],
+     "templates": ["What time zone is {city} in?", "Which time zone does {city} use?", "Time zone for {city}?"]},
+]
+
+OTHER_VALUES = {
+    "from_currency": ["USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "MXN", "INR", "SEK"],
+    "ticker": ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "GOOGL", "META", "NFLX", "IBM", "ORCL", "INTC", "AMD"],
+    "phrase": ["good morning", "where is the station", "thank you very much", "I am lost", "how much is this",
+               "see you tomorrow", "the bill, please", "happy birthday", "I love hiking", "is it far"],
+    "language": ["French", "Spanish", "German", "Italian", "Japanese", "Portuguese", "Korean", "Dutch"],
+    "cuisine": ["Thai", "Italian", "Mexican", "Indian", "Japanese", "Greek", "Korean", "vegan", "Ethiopian"],
+    "movie": ["Dune", "Inception", "The Matrix", "Oppenheimer", "Barbie", "Arrival", "Up", "Jaws", "Heat", "Coco"],
+    "country": ["France", "Brazil", "Japan", "Kenya", "Canada", "India", "Norway", "Peru", "Vietnam", "Egypt"],
+    "ingredient": ["chickpeas", "salmon", "spinach", "tofu", "mushrooms", "lentils", "eggs", "chicken", "pumpkin"],
+    "unit": ["celsius", "fahrenheit"],
+    "dist_unit": ["km", "miles"],
+}
+
+# A field's argument name per tool, where it differs from the field name.
+OTHER_FIELD_ARGS = {"city2": "destination", "flight": "flight_number",
+                    "weight": "weight_kg", "height": "height_cm", "minutes": "max_minutes", "dist_unit": "unit",
+                    "date": "check_in", "language": "target_language", "phrase": "text"}
+
+
+def _other_slot(tool: dict, field: str, pools: Pools, rng: random.Random, ctx: dict) -> tuple[str, str, Any]:
+    """(surface, argument, value) for a field of an other-domain template."""
+    params = tool["params"]
+    if field == "city":
+        arg = next(a for a in ("city", "origin", "location") if a in params)
+    else:
+        arg = field if field in params else OTHER_FIELD_ARGS[field]
+    if field in ("city", "city2"):
+        v = rng.choice([c for c in pools.cities if c != ctx.get("city")])
+        ctx[field] = v
+        return v, arg, v
+    if field == "to_currency":
+        v = rng.choice([c for c in OTHER_VALUES["from_currency"] if c != ctx.get("from_currency")])
+        return v, arg, v
+    if field in OTHER_VALUES:
+        v = rng.choice(OTHER_VALUES[field])
+        ctx[field] = v
+        return v, arg, v
+    if field in ("base", "height", "weight"):
+        lo, hi = {"base": (2, 60), "height": (140, 205), "weight": (45, 130)}[field]
+        if field == "height" and "height" in params:  # a triangle's, not a person's
+            lo, hi = 2, 60
+        v = rng.randrange(lo, hi)
+        return str(v), arg, v
+    if field in ("amount", "principal"):
+        v = rng.choice([rng.randrange(5, 1000), rng.randrange(10, 200) * 50])
+        return f"{v:,}" if v >= 10000 else str(v), arg, v
+    if field == "rate":
+        v = rng.choice([0.02, 0.025, 0.03, 0.04, 0.045, 0.05, 0.06, 0.07, 0.08])
+        return str(v), arg, v
+    if field in ("years", "nights", "minutes"):
+        v = rng.randrange(2, 31) if field == "years" else (rng.randrange(1, 10) if field == "nights" else rng.choice([15, 20, 30, 45, 60]))
+        return str(v), arg, v
+    if field == "year":
+        v = rng.randrange(1960, 2024)
+        return str(v), arg, v
+    if field in ("a", "b"):
+        k = rng.randrange(2, 13)
+        v = k * rng.randrange(2, 40)
+        return str(v), arg, v
+    if field == "flight":
+        v = f"{rng.choice(['UA', 'DL', 'AA', 'BA', 'LH', 'AF', 'WN', 'AC'])}{rng.randrange(10, 2999)}"
+        return v, arg, v
+    if field == "date":
+        d = pools.date(rng, TODAY, 300)
+        return _date_surface(rng, d), arg, d.isoformat()
+    raise KeyError(field)
+
+
+def other_tool_schema(tool: dict, name: str) -> dict:
+    """The OpenAI tools entry of an other-domain tool under one of its names."""
+    return {"type": "function", "function": {
+        "name": name, "description": tool["description"],
+        "parameters": {"type": "object", "properties": tool["params"], "required": tool["required"]}}}
+
+
+for _t in OTHER_TOOLS:
+    for _n in _t["names"]:
+        SCHEMAS[_n] = other_tool_schema(_t, _n)["function"]["parameters"]
+OTHER_BY_NAME = {n: t for t in OTHER_TOOLS for n in t["names"]}
+
+TOOL_BY_NAME = {t["function"]["name"]: t for t in TOOLS}
+# Off-topic questions that an other-domain tool would answer: never asked beside that tool.
+REFUSAL_CONFLICTS = {
+    "weather": {"get_current_weather"}, "travel": {"book_hotel", "get_flight_status", "get_distance"},
+    "finance": {"get_stock_price", "convert_currency", "compound_interest"}, "creative": {"translate_text"},
+    "personal": {"search_recipes", "get_movie_showtimes", "find_restaurants"},
+    "homework": {"math_gcd", "calculate_triangle_area"}, "general": {"get_population", "get_distance", "get_time_zone"},
+}
+
+NONE_FIT_REPLIES = [
+    "I can't do that with the functions I have here: they only {caps}.",
+    "None of the available functions can help with that; they {caps}.",
+    "Sorry, there's no function here for that. I can {caps}, if that helps.",
+]
+ABSENT_REPLIES = [
+    "Sorry, I can't {cap} right now: that isn't one of the tools I have in this chat. I can {caps}.",
+    "I don't have a way to {cap} here, so I can't do that for you. I can {caps}, though.",
+    "That's not something I can do at the moment: I have no tool to {cap}. I can still {caps}.",
+]
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+# --------------------------------------------------------------------------
 # Tool results and assistant texts
 # --------------------------------------------------------------------------
 
@@ -1440,10 +1732,12 @@ def final_text(tool: str, args: dict, res: dict, rng: random.Random) -> str:
 
 
 class Conv:
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, system: str | None = SYSTEM_PROMPT):
         self.rng = rng
-        self.messages: list[dict] = [{"role": "system", "content": SYSTEM_PROMPT}]
+        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self._ids: set[str] = set()
+        self.tools: list[dict] | None = None  # this conversation's list (None: the agent's whole list)
+        self.needed: set[str] = set()  # Acme tools its list must hold besides the ones it calls
 
     def user(self, text: str) -> None:
         self.messages.append({"role": "user", "content": text})
@@ -1492,6 +1786,9 @@ class Generator:
         self.single_cycle: list[str] = []
         self.pair_cycle: list[str] = []
         self.missing_cycle: list[str] = []
+        self.absent_cycle: list[str] = []
+        # Other domains' tools are split whole: eval calls tools that training never shows.
+        self.other = [OTHER_BY_NAME[n] for n in split_list("other_tool", [t["names"][0] for t in OTHER_TOOLS], split)]
 
     # helpers ----------------------------------------------------------------
     def _next(self, cycle_name: str, items: list[str]) -> str:
@@ -1580,6 +1877,7 @@ class Generator:
         ctx: dict = {}
         vals = self.user_turn(conv, template, ctx)
         conv.say(rng.choice(ASKS[group]))
+        conv.needed.add(tool)
         if rng.random() < 0.35:
             return conv  # ends with the clarifying question
         f_text, f_vals = render(rng.choice(self.followups[group]), self.pools, rng, ctx,
@@ -1774,8 +2072,109 @@ class Generator:
                  + final_text("escalate_to_human", e_args, res, rng))
         return conv
 
-    def make(self, kind: str) -> Conv:
-        return getattr(self, kind)()
+    # other domains and tool lists ------------------------------------------
+    def _other_schema(self, tool: dict) -> dict:
+        return other_tool_schema(tool, self.rng.choice(tool["names"]))
+
+    def _other_request(self, tool: dict) -> tuple[str, dict]:
+        """A user request for an other-domain tool: (text, arguments)."""
+        ctx: dict = {}
+        template = self.decorate(self.rng.choice(tool["templates"]))
+        out, args = [], {}
+        for lit, field, _spec, _conv in _FORMATTER.parse(template):
+            out.append(lit)
+            if field == "name":  # a greeting's name, no argument
+                surf, _, _ = _slot(field, self.pools, self.rng, ctx)
+                out.append(surf)
+            elif field is not None:
+                surf, arg, val = _other_slot(tool, field, self.pools, self.rng, ctx)
+                out.append(surf)
+                args[arg] = val
+        return "".join(out), args
+
+    def _acme_sample(self, exclude: set[str], k: int) -> list[str]:
+        names = [t for t in TOOL_NAMES if t not in exclude]
+        return self.rng.sample(names, min(k, len(names)))
+
+    def other_call(self) -> Conv:
+        rng = self.rng
+        conv = Conv(rng, rng.choice(GENERIC_SYSTEM_PROMPTS))
+        tool = rng.choice(self.other)
+        schema = self._other_schema(tool)
+        text, args = self._other_request(tool)
+        conv.user(text)
+        conv.call((schema["function"]["name"], {k: args[k] for k in tool["params"] if k in args}))
+        pool = [t for t in self.other if t is not tool]
+        others = rng.sample(pool, min(len(pool), rng.randrange(0, 4)))
+        tools = [schema] + [self._other_schema(t) for t in others]
+        if rng.random() < 0.3:
+            tools += [TOOL_BY_NAME[n] for n in self._acme_sample(set(), rng.randrange(1, 4))]
+        rng.shuffle(tools)
+        conv.tools = tools
+        return conv
+
+    def other_irrelevant(self) -> Conv:
+        rng = self.rng
+        conv = Conv(rng, rng.choice(GENERIC_SYSTEM_PROMPTS))
+        if rng.random() < 0.5:  # an off-topic question no tool answers
+            cat = rng.choice(sorted(self.refusals))
+            text, _ = render(self.decorate(rng.choice(self.refusals[cat])), self.pools, rng)
+            pool = [t for t in self.other if t["names"][0] not in REFUSAL_CONFLICTS.get(cat, ())]
+            listed = rng.sample(pool, min(len(pool), rng.randrange(1, 5)))
+        else:  # a request for a tool that is not in the list
+            wanted = rng.choice(self.other)
+            text, _ = self._other_request(wanted)
+            pool = [t for t in self.other if t is not wanted]
+            listed = rng.sample(pool, min(len(pool), rng.randrange(1, 5)))
+        conv.user(text)
+        tools = [self._other_schema(t) for t in listed]
+        caps = [t["does"] for t in listed]
+        if not listed or rng.random() < 0.3:
+            acme = self._acme_sample(set(), rng.randrange(1, 3))
+            tools += [TOOL_BY_NAME[n] for n in acme]
+            caps += [CAPABILITIES[n] for n in acme]
+        rng.shuffle(tools)
+        conv.tools = tools
+        conv.say(rng.choice(NONE_FIT_REPLIES).format(caps=_join(caps)))
+        return conv
+
+    def tool_absent(self) -> Conv:
+        rng = self.rng
+        conv = Conv(rng)
+        tool = self._next("absent_cycle", TOOL_NAMES)
+        template, _fixed = rng.choice(self.single[tool])
+        self.user_turn(conv, template)
+        listed = self._acme_sample({tool, *NEIGHBOURS[tool]}, rng.randrange(3, 9))
+        conv.tools = [TOOL_BY_NAME[n] for n in sorted(listed, key=TOOL_NAMES.index)]
+        if rng.random() < 0.5:
+            rng.shuffle(conv.tools)
+        caps = [CAPABILITIES[n] for n in rng.sample(listed, min(3, len(listed)))]
+        conv.say(rng.choice(ABSENT_REPLIES).format(cap=CAPABILITIES[tool], caps=_join(caps)))
+        return conv
+
+    def assign_tools(self, conv: Conv, kind: str) -> list[dict] | None:
+        """This conversation's tool list: None (the agent's whole list, in order) or a shuffled subset that
+        holds the tools it calls or asks about, most of their neighbours, a few others, and, outside
+        refusals, sometimes other domains' tools."""
+        if conv.tools is not None:
+            return conv.tools
+        rng = self.rng
+        if rng.random() < FULL_LIST_SHARE:
+            return None
+        needed = set(tools_used({"messages": conv.messages})) | conv.needed
+        names = set(needed)
+        for t in sorted(needed):
+            names.update(n for n in NEIGHBOURS[t] if rng.random() < 0.7)
+        names.update(self._acme_sample(names, rng.randrange(1, 6)))
+        tools = [TOOL_BY_NAME[n] for n in TOOL_NAMES if n in names]
+        if kind != "refusal" and rng.random() < 0.35:
+            tools += [self._other_schema(t) for t in rng.sample(self.other, rng.randrange(1, 4))]
+        rng.shuffle(tools)
+        return tools
+
+    def make(self, kind: str) -> tuple[Conv, list[dict] | None]:
+        conv = getattr(self, kind)()
+        return conv, self.assign_tools(conv, kind)
 
 
 def _kind_plan(n: int, rng: random.Random) -> list[str]:
@@ -1803,15 +2202,24 @@ def tools_used(conv: dict) -> list[str]:
 
 def check_conversation(conv: dict) -> None:
     msgs = conv["messages"]
-    assert msgs[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    listed = [t["function"]["name"] for t in conv.get("tools", TOOLS)]
+    assert len(listed) == len(set(listed)), listed
+    acme = conv["kind"] not in ("other_call", "other_irrelevant")
+    if acme:
+        assert msgs[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    else:
+        assert msgs[0]["role"] == "user" or msgs[0]["content"] in GENERIC_SYSTEM_PROMPTS
     assert msgs[-1]["role"] == "assistant"
+    if conv["kind"] in ("other_irrelevant", "tool_absent"):
+        assert len(msgs) == (msgs[0]["role"] == "system") + 2 and msgs[-1]["content"]
     pending: dict[str, str] = {}
     seen_ids: set[str] = set()
-    for m in msgs[1:]:
+    for m in msgs[1 if msgs[0]["role"] == "system" else 0:]:
         if m["role"] == "assistant" and m.get("tool_calls"):
             assert m["content"] is None
             for tc in m["tool_calls"]:
                 assert tc["id"] not in seen_ids
+                assert tc["function"]["name"] in listed, (conv["id"], tc["function"]["name"])
                 seen_ids.add(tc["id"])
                 pending[tc["id"]] = tc["function"]["name"]
                 validate_call(tc["function"]["name"], tc["function"]["arguments"])
@@ -1846,7 +2254,9 @@ def _gen_split(split: str, n: int, rng: random.Random, seen: set[str],
     out = []
     for i, kind in enumerate(_kind_plan(n, rng), 1):
         for _attempt in range(1000):
-            conv = {"id": f"cs-{split}-{i:06d}", "kind": kind, "messages": gen.make(kind).messages}
+            made, tools = gen.make(kind)
+            conv = {"id": f"cs-{split}-{i:06d}", "kind": kind, **({"tools": tools} if tools is not None else {}),
+                    "messages": made.messages}
             if messages_key(conv["messages"]) in seen:
                 continue
             if forbidden and any(_norm_text(t) in forbidden for t in _user_texts(conv)):
@@ -1864,7 +2274,8 @@ def tool_counts(convs: list[dict]) -> dict[str, int]:
     counts = {t: 0 for t in TOOL_NAMES}
     for c in convs:
         for t in tools_used(c):
-            counts[t] += 1
+            if t in counts:  # the agent's own tools
+                counts[t] += 1
     return counts
 
 

@@ -31,10 +31,18 @@ from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_ma
 from pipeline.lib.hardware import tokens_per_second
 from pipeline.lib.models import load_tokenizer
 from pipeline.lib.recipe import Recipe
-from pipeline.validate import load_split
+from pipeline.validate import load_split, toolset_key
 
 STAGE = "count"
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+def prefix_group(r: dict) -> str:
+    """Conversations with the same system prompt and tools: their prompts share a prefix (training batches them
+    together, see pipeline.lib.packing)."""
+    m0 = r["messages"][0] if r["messages"] else {}
+    system = m0.get("content") if m0.get("role") == "system" else None
+    return toolset_key([system, r["tools"] or []])
+
+
 CODE_HINT = re.compile(r"(```|\bdef |\bclass |\bimport |\breturn\b|;\s*$|\{\s*$|=>|\bfunction\b)", re.M)
 
 
@@ -157,7 +165,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
                 cut_trained = int(mask[recipe.max_seq_length:].sum())
                 over.append({"id": r["id"], "where": at, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
                              "cut_trained_tokens": cut_trained})
-            rows.append({"id": r["id"], "input_ids": ids.tolist(), "mask": mask.tolist()})
+            rows.append({"id": r["id"], "group": prefix_group(r), "input_ids": ids.tolist(), "mask": mask.tolist()})
 
     # The len/4 trap: count each kind of text on its own and compare with chars/4.
     sample = train[: min(len(train), 2000)]

@@ -25,7 +25,7 @@ from pipeline.lib.backends import (TrainSettings, cpu_has_bf16, load_base, memor
                                prepare_backend, resolve_backend, training_settings)
 from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
                              write_json_atomic, write_sidecar, write_text_atomic)
-from pipeline.lib.packing import IGNORE, PackCollator
+from pipeline.lib.packing import IGNORE, PackCollator, PrefixGroupedSampler
 from pipeline.lib.recipe import Recipe
 
 STAGE = "sft"
@@ -37,7 +37,7 @@ def read_tokens(path: Path) -> list[dict]:
         for line in f:
             r = json.loads(line)
             labels = [t if m else IGNORE for t, m in zip(r["input_ids"], r["mask"])]
-            rows.append({"id": r["id"], "input_ids": r["input_ids"], "labels": labels})
+            rows.append({"id": r["id"], "group": r.get("group", ""), "input_ids": r["input_ids"], "labels": labels})
     return rows
 
 
@@ -264,8 +264,18 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         stop["requested"] = True
         console.print("\n[yellow]Ctrl-C:[/] saving a checkpoint after this step (press again to quit now).")
 
-    trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                         processing_class=tok, callbacks=[Log()])
+    trainer_class = make_trainer_class(SFTTrainer)
+    if packing == "shared_prefix":
+        sampler = PrefixGroupedSampler([r["group"] for r in rows], [len(r["input_ids"]) for r in rows],
+                                       settings.batch, recipe.seed)
+
+        class GroupedTrainer(trainer_class):
+            def _get_train_sampler(self, train_dataset=None):
+                return sampler
+
+        trainer_class = GroupedTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                            processing_class=tok, callbacks=[Log()])
     console.print(f"train: {len(rows)} conversations x {recipe.train.epochs} epoch(s), "
                   f"{recipe.train.batch_size} x {recipe.train.grad_accum} per step, packing={packing}"
                   + (", resuming from the newest checkpoint" if resume else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.lib.packing import IGNORE, PackCollator, common_prefix
+from pipeline.lib.packing import IGNORE, PackCollator, PrefixGroupedSampler, common_prefix
 from pipeline.sft import trained_positions_loss
 
 
@@ -97,3 +97,28 @@ def test_block_mask_isolates_continuations():
     assert mask[first, :cut].all() and mask[second, :cut].all()
     assert not mask[second, first].any() and not mask[first, second].any()
     assert b["position_ids"][0, first].tolist() == b["position_ids"][0, second].tolist() == [19, 20, 21]
+
+
+def test_prefix_grouped_sampler_batches_one_prefix_together_and_pads_little():
+    # 3 groups of 9, 5 and 1 conversations (lengths vary) plus 7 with a list of their own each
+    groups = ["a"] * 9 + ["b"] * 5 + ["c"] + [f"own{i}" for i in range(7)]
+    lengths = [100 + 37 * i % 91 for i in range(len(groups))]
+    s = PrefixGroupedSampler(groups, lengths, batch=4, seed=0)
+    order = list(s)
+    assert sorted(order) == list(range(len(groups))) and len(s) == len(groups)
+    batches = [order[k:k + 4] for k in range(0, len(order), 4)]
+    one_group = [b for b in batches if len({groups[i] for i in b}) == 1]
+    assert len(one_group) == 9 // 4 + 5 // 4  # every full batch a group can fill
+    assert batches == s.batches() and all(len(b) == 4 for b in batches[:-1]) and len(batches[-1]) == len(groups) % 4
+    # the leftovers go in batches of similar length: less padding than in the order they came
+    mixed = [b for b in batches if len({groups[i] for i in b}) > 1 and len(b) == 4]
+    rest = sorted((i for b in mixed for i in b), key=lambda i: i)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in mixed)
+    naive = sum(max(lengths[i] for i in rest[k:k + 4]) - min(lengths[i] for i in rest[k:k + 4])
+                for k in range(0, len(rest) - 3, 4))
+    assert spread <= naive
+    # the same order for the same epoch (a resumed run), another for the next
+    again = PrefixGroupedSampler(groups, lengths, batch=4, seed=0)
+    assert list(again) == order
+    s.set_epoch(1)
+    assert list(s) != order and sorted(s) == list(range(len(groups)))

@@ -616,9 +616,13 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     codes = Counter(e["code"] for r in rejects for e in r["errors"])
     turns = Counter(t for r in train + evals for t in turn_types(r["messages"]))
     declared = sorted({t["function"]["name"] for r in train for t in r["tools"]})
+    # With data.tools, coverage is about the agent's own tools; tools listed only on some lines (other
+    # domains beside them, say) are counted together.
+    own = {t["function"]["name"] for t in dataset_tools} if dataset_tools is not None else set(declared)
+    others = sorted(set(per_tool) - own)
     warnings = []
     for name in declared:
-        if per_tool[name] < MIN_EXAMPLES_PER_TOOL:
+        if name in own and per_tool[name] < MIN_EXAMPLES_PER_TOOL:
             warnings.append(f"tool {name!r} is called in {per_tool[name]} of the {all_train} valid training "
                             f"conversations; aim for at least {MIN_EXAMPLES_PER_TOOL}.")
     refusals = sum(1 for r in train if r["tools"] and any(
@@ -645,6 +649,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "errors_by_code": dict(codes.most_common()),
         "calls_per_tool": dict(sorted(per_tool.items())),
         "calls_per_tool_counted_over": all_train,
+        "own_tools": sorted(own),
+        "other_tools_called": {"tools": len(others), "calls": sum(per_tool[n] for n in others)},
         "turn_types": dict(turns.most_common()),
         "refusal_examples": refusals,
         "warnings": warnings,
@@ -677,9 +683,15 @@ def show(report: dict, rejects: list[dict]) -> None:
         t = Table(title=f"training conversations per tool (of {report['calls_per_tool_counted_over']} valid)")
         t.add_column("tool")
         t.add_column("conversations", justify="right")
+        own = set(report.get("own_tools") or report["calls_per_tool"])
         for k, v in report["calls_per_tool"].items():
-            t.add_row(k, str(v))
+            if k in own:
+                t.add_row(k, str(v))
         console.print(t)
+        other = report.get("other_tools_called") or {}
+        if other.get("tools"):
+            console.print(f"and {other['tools']} tools outside data.tools, listed on some lines only, called in "
+                          f"{other['calls']} conversations in all")
     show_rejects(rejects)
     for w in report["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")

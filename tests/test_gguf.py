@@ -102,15 +102,16 @@ def test_the_modelfile_template_renders_every_eval_prompt_as_training_did(ollama
         assert go in (ROOT / "README.md").read_text()  # the TEMPLATE the README shows is this one
 
     jinja = _compile_jinja_template(template)
-    tools = json.loads((DATA / "tools.json").read_text())
-    prompts = []
+    agent_tools = json.loads((DATA / "tools.json").read_text())
+    prompts = []  # (messages, the conversation's tools: its own list, or the agent's)
     for line in (DATA / "eval.jsonl").read_text().splitlines():
-        msgs = adapt(json.loads(line)["messages"], "hermes")
-        prompts += [msgs[:i] for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        r = json.loads(line)
+        msgs = adapt(r["messages"], "hermes")
+        prompts += [(msgs[:i], r.get("tools", agent_tools)) for i, m in enumerate(msgs) if m["role"] == "assistant"]
     kw = dict(add_generation_prompt=True, eos_token=eos or "")
-    as_is = render_go(ollama_render, [{"template": go, "messages": as_ollama(p), "tools": tools} for p in prompts])
-    same = sum(o == jinja.render(messages=p, tools=tools, **kw) for o, p in zip(as_is, prompts))
-    sorted_prompts = [key_sorted(p, tools) for p in prompts]
+    as_is = render_go(ollama_render, [{"template": go, "messages": as_ollama(p), "tools": t} for p, t in prompts])
+    same = sum(o == jinja.render(messages=p, tools=t, **kw) for o, (p, t) in zip(as_is, prompts))
+    sorted_prompts = [key_sorted(p, t) for p, t in prompts]
     wanted = [jinja.render(messages=m, tools=t, **kw) for m, t in sorted_prompts]
     assert as_is == wanted  # the TEMPLATE is the Jinja template, up to the order Go visits maps in
     with capsys.disabled():

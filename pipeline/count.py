@@ -35,14 +35,6 @@ from pipeline.validate import load_split, toolset_key
 
 STAGE = "count"
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-def prefix_group(r: dict) -> str:
-    """Conversations with the same system prompt and tools: their prompts share a prefix (training batches them
-    together, see pipeline.lib.packing)."""
-    m0 = r["messages"][0] if r["messages"] else {}
-    system = m0.get("content") if m0.get("role") == "system" else None
-    return toolset_key([system, r["tools"] or []])
-
-
 CODE_HINT = re.compile(r"(```|\bdef |\bclass |\bimport |\breturn\b|;\s*$|\{\s*$|=>|\bfunction\b)", re.M)
 
 
@@ -97,6 +89,14 @@ def added_token_hits(tokenizer, records: list[dict], limit: int = 5) -> tuple[in
             if len(shown) < limit:
                 shown.append(f"{where(r)}: {hit!r}")
     return n, shown
+
+
+def prefix_group(r: dict) -> str:
+    """Conversations with the same system prompt and tool list (the validator's toolset key): their prompts share
+    a prefix, and training batches them together (pipeline.lib.packing)."""
+    m0 = r["messages"][0] if r["messages"] else {}
+    system = m0.get("content") if m0.get("role") == "system" else None
+    return toolset_key([system, r["toolset"]])
 
 
 def percentile(sorted_vals: list[int], q: float) -> int:

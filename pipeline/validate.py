@@ -530,7 +530,7 @@ def load_split(run_dir: Path, split_name: str) -> list[dict]:
     with open(vdir / f"{split_name}.jsonl", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
-            r["tools"] = toolsets[r.pop("toolset")]
+            r["tools"] = toolsets[r["toolset"]]  # one list object per toolset; the key stays for grouping
             out.append(r)
     return out
 
@@ -683,13 +683,13 @@ def show(report: dict, rejects: list[dict]) -> None:
         t = Table(title=f"training conversations per tool (of {report['calls_per_tool_counted_over']} valid)")
         t.add_column("tool")
         t.add_column("conversations", justify="right")
-        own = set(report.get("own_tools") or report["calls_per_tool"])
+        own = set(report["own_tools"])
         for k, v in report["calls_per_tool"].items():
             if k in own:
                 t.add_row(k, str(v))
         console.print(t)
-        other = report.get("other_tools_called") or {}
-        if other.get("tools"):
+        other = report["other_tools_called"]
+        if other["tools"]:
             console.print(f"and {other['tools']} tools outside data.tools, listed on some lines only, called in "
                           f"{other['calls']} conversations in all")
     show_rejects(rejects)

@@ -42,7 +42,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status FORCE
+.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status report screenshot chromium FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -105,13 +105,22 @@ train: ## the whole chain: validate, count, load, sft, export, evaluate
 serve: $(VENV) $(if $(GGUF),,$(SERVE_VENV)) ## vLLM's OpenAI server on runs/$(RUN)/export (LORA=1: base + adapter; GGUF=q4_k_m: llama-server), PORT=8000
 	@$(PY) -m pipeline.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora) $(if $(GGUF),--gguf $(GGUF))
 
+report: $(VENV) ## rebuild runs/$(RUN)/report.html, report.md (+ loss.png) and export/README.md from the run folder
+	@$(PY) -m pipeline.report --run $(RUN)
+
+chromium: ## Debian's Chromium for the report's screenshot check (apt, once)
+	@bash scripts/install_chromium.sh
+
+screenshot: $(VENV) chromium ## open runs/$(RUN)/report.html in headless Chromium, check its charts drew, save report.png
+	@$(PY) scripts/report_screenshot.py $(R)/report.html $(R)/report.png
+
 status: $(VENV) ## one line per stage of runs/$(RUN)
 	@$(PY) -m pipeline.status --run $(RUN)
 
 plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
 	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN)
 
-test: lint $(SERVE_VENV) llamacpp ## the linter, then the test suite, real vLLM and llama.cpp servers included (GPU tests skip without a GPU)
+test: lint $(SERVE_VENV) llamacpp chromium ## the linter, then the test suite, real vLLM and llama.cpp servers and Chromium included (GPU tests skip without a GPU)
 	$(PY) -m pytest -q
 
 lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says which rules and why)

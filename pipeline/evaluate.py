@@ -88,6 +88,22 @@ def reply_budget(chat: Chat, items: list[dict], configured: int) -> tuple[int, d
                     "references_longer_than_budget": cut}
 
 
+def why_wrong(p: Parsed, ref: list[dict]) -> str:
+    """What kind of mistake a wrong turn is, in a few words (the report groups failures by it)."""
+    if p.error:
+        return "unparseable call"
+    if not ref:
+        return "called a tool"
+    if not p.calls:
+        return "no call"
+    names, wanted = Counter(c["name"] for c in p.calls), Counter(c["name"] for c in ref)
+    if names == wanted:
+        return "wrong arguments"
+    if set(names) == set(wanted):
+        return "wrong number of calls"
+    return "wrong tool"
+
+
 def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] | None = None) -> tuple[dict, list[dict], list[dict]]:
     """Metrics, failures, and one prediction record per turn. `parsed`: the calls as a server parsed them (else
     tooltune's parser, which follows vLLM's, reads `outputs`)."""
@@ -127,7 +143,7 @@ def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] 
             ok = no_call
         preds.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"], "after": item["after"],
                       "expected": ref or item["reference"]["text"], "produced": text, "ok": bool(ok),
-                      "parse_error": p.error})
+                      "parse_error": p.error, "why": None if ok else why_wrong(p, ref)})
     failures = [dict(x, produced=x["produced"].strip()) for x in preds if not x["ok"]]
     m = {
         "tool_selection": sel / n_call if n_call else None,

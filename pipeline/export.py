@@ -20,11 +20,11 @@ from pathlib import Path
 from pipeline.lib.backends import cuda_available, resolve_backend
 from pipeline.lib.parse import vllm_parser
 from pipeline.lib.template import Chat
-from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, scrub, sha256_file, stage_main,
+from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, sha256_file, stage_main,
                              up_to_date, write_sidecar)
 from pipeline.lib.generation import greedy
 from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
-from pipeline.lib.recipe import Recipe, data_hashes
+from pipeline.lib.recipe import Recipe
 
 STAGE = "export"
 # Two greedy runs may part ways where the adapter model's best two logits are nearly tied: rounding
@@ -54,6 +54,11 @@ def base_16bit(recipe: Recipe) -> str:
     """The 16-bit checkpoint to merge into (and to score as the base): `export.base`, else the
     recipe's model with a pre-quantized suffix mapped to its 16-bit twin."""
     return recipe.export.base or sixteen_bit_id(recipe.model)
+
+
+def base_16bit_of(recipe: dict) -> str:
+    """base_16bit() of a recipe as a stage's sidecar records it."""
+    return (recipe.get("export") or {}).get("base") or sixteen_bit_id(recipe["model"])
 
 
 def check_16bit(where: str, name: str) -> None:
@@ -107,40 +112,6 @@ def eval_prompts(run_dir: Path, chat: Chat, n: int) -> list[str]:
                 if len(prompts) >= n:
                     return prompts
     return prompts
-
-
-def model_card(recipe: Recipe, chat: Chat, run_dir: Path, check: dict, decoding: str) -> str:
-    report = run_dir / "evaluate" / "report.md"
-    table = "Run `make evaluate` to add the evaluation table."
-    if report.is_file():
-        table = report.read_text().split("## Failures")[0]
-    hashes = "\n".join(f"- `{k}`: `{v}`" for k, v in data_hashes(recipe).items())
-    targets = ", ".join(recipe.lora.target_modules) + (f" (top {recipe.lora.top_layers} blocks)" if recipe.lora.top_layers else "")
-    return f"""# {recipe.name} (merged 16-bit)
-
-Fine-tuned with [tooltune](https://github.com/) recipe `{recipe.name}`: {recipe.description}
-
-- Base model: `{recipe.model}` (merged into 16-bit `{base_16bit(recipe)}`)
-- LoRA: r={recipe.lora_r}, alpha={recipe.lora_alpha}, rsLoRA={recipe.lora.use_rslora}, targets {targets}
-- Chat template: `chat_template.jinja` (exactly the one used in training); tool-call format `{chat.fmt}`
-- Merge check: {check['identical']}/{check['prompts']} greedy generations identical to the adapter model \
-({len(check['near_ties'])} part at a near-tie, {len(check['mismatches'])} mismatches)
-- Decoding: {decoding}
-
-## Serve
-
-```
-vllm serve <this folder> --enable-auto-tool-choice --tool-call-parser {vllm_parser(chat.fmt)} --chat-template <this folder>/chat_template.jinja
-```
-
-## Training data (sha256)
-
-{hashes}
-
-## Evaluation
-
-{table}
-"""
 
 
 def compare(reference: list[list[int]], produced: list[list[int]], gaps: list[list[float]], noise: float = 0.0) -> dict:
@@ -285,11 +256,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         from transformers import GenerationConfig
 
         decoding = decoding_note(GenerationConfig.from_pretrained(tmp))
-        (tmp / "README.md").write_text(scrub(model_card(recipe, chat, run_dir, check, decoding)))
-        (tmp / "tooltune.json").write_text(json.dumps(
-            {"recipe": recipe.name, "base_16bit": base_16bit(recipe), "tool_format": chat.fmt,
-             "vllm_tool_parser": vllm_parser(chat.fmt), "decoding": decoding,
-             "chat_template_sha256": tpl_hash, "merge_check": check}, indent=2))
+        info = {"recipe": recipe.name, "base_16bit": base_16bit(recipe), "tool_format": chat.fmt,
+                "vllm_tool_parser": vllm_parser(chat.fmt), "decoding": decoding,
+                "chat_template_sha256": tpl_hash, "merge_check": check}
+        (tmp / "tooltune.json").write_text(json.dumps(info, indent=2))
+        # README.md, the model card, is written by the run report once this folder is in place, and again
+        # after each later stage (the eval table): see pipeline/report.py.
         # The adapter alone, beside the merged model (vLLM --enable-lora, LoRAX): a subfolder no loader reads.
         (tmp / "adapter").mkdir()
         for f in adapter_in.iterdir():

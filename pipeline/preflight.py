@@ -30,6 +30,11 @@ def problems(recipe: recipe_mod.Recipe) -> list[str]:
             found.append(str(e))
     if recipe.load_in_4bit and not (installed("unsloth") or installed("bitsandbytes")):
         found.append("the GPU extras (unsloth, bitsandbytes): `make venv` installs them on a machine with an NVIDIA GPU.")
+    for tracker in recipe.train.report_to:
+        package = recipe_mod.TRACKERS[tracker]
+        if not installed(package):
+            found.append(f"{package}, which train.report_to={tracker} reports to: `.venv/bin/pip install {package}`, "
+                         f"or leave {tracker} out of train.report_to.")
     for name, what in ((recipe.model, "model"), (recipe.tokenizer, "tokenizer")):
         if not name:
             continue

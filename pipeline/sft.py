@@ -7,13 +7,16 @@ trains with TRL's SFTTrainer. Writes runs/<RUN>/sft/:
   checkpoints/   resumable state (adapter, optimizer, scheduler, RNG, data position) every save_steps
   adapter/       the final LoRA adapter
   log.jsonl      one line per logging step (loss, learning rate, tokens/s)
+  tensorboard/   event files, when train.report_to lists tensorboard (trackio: its own local database)
 Interrupt it (Ctrl-C saves a checkpoint first, kill -9 loses at most save_steps) and run it
 again: it resumes from the newest checkpoint of the same configuration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import time
@@ -133,7 +136,7 @@ def out_of_memory_message(recipe: Recipe) -> str:
 
 
 def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use_cpu: bool, autocast: bool = False,
-               model_dtype=None):
+               model_dtype=None, run_name: str | None = None):
     """TRL's SFTConfig for this recipe and its resolved settings (the same ones `make plan` uses)."""
     import torch
     from trl import SFTConfig
@@ -162,7 +165,9 @@ def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use
         # Unsloth checkpoints inside its own kernels ("unsloth" mode, set when the model is wrapped);
         # asking the Trainer too would checkpoint twice.
         gradient_checkpointing=settings.grad_ckpt and settings.backend != "unsloth",
-        report_to="none",
+        report_to=list(recipe.train.report_to) or "none",
+        run_name=run_name,
+        project="tooltune",  # trackio's project
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
@@ -172,9 +177,52 @@ def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use
     )
 
 
+@contextlib.contextmanager
+def env_set(**values: str):
+    """Set environment variables for the block, then put back what was there."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def tracking_state(path: Path, run: str, resume: bool) -> dict:
+    """The trackers' name for this training (`<RUN>-<start time>`): kept across a resume, so a tracker continues
+    the same run; new when training starts over, so two trainings never mix their steps."""
+    if resume and path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text())
+    state = {"run_name": f"{run}-{time.strftime('%Y%m%d-%H%M%S')}"}
+    write_json_atomic(path, state)
+    return state
+
+
+def keep_log_until(path: Path, step: int) -> None:
+    """Drop log lines past `step` (the checkpoint training resumes from), which it logs again."""
+    if not path.is_file():
+        return
+    kept = [x for x in path.read_text(encoding="utf-8").splitlines()
+            if x.strip() and json.loads(x).get("step", 0) <= step]
+    write_text_atomic(path, "".join(x + "\n" for x in kept))
+
+
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "sft"
+    from pipeline.lib import backends
+    from pipeline.lib.recipe import TRACKERS
+
+    missing = [t for t in recipe.train.report_to if not backends.installed(TRACKERS[t])]
+    if missing:
+        raise StageError(f"train.report_to lists {', '.join(missing)}, not installed here: `.venv/bin/pip install "
+                         f"{' '.join(TRACKERS[t] for t in missing)}`, or leave {'it' if len(missing) == 1 else 'them'} "
+                         "out of train.report_to.")
     tokens = run_dir / "count" / "train.tokens.jsonl"
     if not tokens.is_file() or not (run_dir / "count" / "stage.json").is_file():
         raise StageError(f"run the count stage first: {rel(tokens.parent / 'stage.json')} is missing (make count).")
@@ -233,16 +281,24 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             shutil.rmtree(p)
     newest = max(done, key=lambda p: int(p.name.split("-", 1)[1]), default=None)
     resume = newest is not None
+    log_path = out / "log.jsonl"
+    tb_dir = out / "tensorboard"
+    tracking = tracking_state(out / "tracking.json", run_dir.name, resume)
+    if resume:  # steps after the checkpoint are trained, and logged, again
+        keep_log_until(log_path, int(newest.name.split("-", 1)[1]))
+    else:  # a log (or tracker files) of an earlier configuration is not this run's
+        log_path.unlink(missing_ok=True)
+        shutil.rmtree(tb_dir, ignore_errors=True)
 
     use_cpu = not torch.cuda.is_available()
     autocast = recipe.cpu_bf16
     if autocast and use_cpu and not cpu_has_bf16():
         console.print("[yellow]note:[/] this CPU has no AMX/AVX512-BF16: bf16 autocast would be slower; training in fp32.")
         autocast = False
-    args = sft_config(recipe, settings, ckpt_dir, use_cpu=use_cpu, autocast=autocast, model_dtype=model.dtype)
+    args = sft_config(recipe, settings, ckpt_dir, use_cpu=use_cpu, autocast=autocast, model_dtype=model.dtype,
+                      run_name=tracking["run_name"])
     dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
 
-    log_path = out / "log.jsonl"
     stop = {"requested": False}
 
     class Log(TrainerCallback):
@@ -274,8 +330,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
                 return sampler
 
         trainer_class = GroupedTrainer
-    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                            processing_class=tok, callbacks=[Log()])
+    with env_set(TENSORBOARD_LOGGING_DIR=str(tb_dir)):  # read when the Trainer builds its TensorBoard callback
+        trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                processing_class=tok, callbacks=[Log()])
     console.print(f"train: {len(rows)} conversations x {recipe.train.epochs} epoch(s), "
                   f"{recipe.train.batch_size} x {recipe.train.grad_accum} per step, packing={packing}"
                   + (", resuming from the newest checkpoint" if resume else ""))
@@ -312,6 +369,10 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "memory": memory_now(),
         "resumed": resume,
         "cpu_bf16_autocast": bool(use_cpu and autocast),
+        "report_to": list(recipe.train.report_to),
+        "tracking": {"tensorboard": str(rel(tb_dir)) if "tensorboard" in recipe.train.report_to else None,
+                     "trackio": {"project": "tooltune", "run": tracking["run_name"]}
+                     if "trackio" in recipe.train.report_to else None},
     }
     write_json_atomic(out / "figures.json", figures)
     t = Table(title="sft", show_header=False)

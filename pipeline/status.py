@@ -10,7 +10,7 @@ import json
 
 from rich.table import Table
 
-from pipeline.lib.common import console
+from pipeline.lib.common import console, rel
 from pipeline.lib.recipe import RecipeError, fail, run_dir_for
 
 STAGES = ("validate", "count", "load", "sft", "export", "evaluate")  # each writes runs/<RUN>/<stage>/
@@ -43,7 +43,10 @@ def main(argv=None) -> None:
         console.print("nothing changed (recipe, data, code): no stage was re-run.")
     report = run_dir / "evaluate" / "report.md"
     if report.is_file():
-        console.print(f"evaluation: {report}")
+        console.print(f"evaluation: {rel(report)}")
+    page = run_dir / "report.html"
+    if page.is_file():
+        console.print(f"run report: {rel(page)} (open it in a browser; `make report` rebuilds it)")
 
 
 if __name__ == "__main__":

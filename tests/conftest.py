@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "fixtures"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# trackio's local database (train.report_to: [trackio]) goes to a folder of the test run, not the user's cache;
+# trackio reads this when first imported.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="tooltune-trackio-"))
 
 # Property tests draw the same examples on every machine by default, so that CI passes or fails on the
 # code, not on the draw; `TOOLTUNE_HYPOTHESIS=fuzz make test` draws new ones (how the validator's

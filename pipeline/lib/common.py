@@ -219,9 +219,10 @@ def stage_sources(stage: str) -> list[Path]:
 
 
 # Files a stage folder holds that its sidecar does not vouch for: the sidecar itself, count's step and
-# time estimate (rewritten on every run, as train.* changes), and sft's resumable checkpoints.
-NOT_OUTPUTS = {"stage.json", "schedule.json"}
-NOT_OUTPUT_DIRS = {"checkpoints"}
+# time estimate (rewritten on every run, as train.* changes), the export's model card (rewritten by the run
+# report after each later stage, eval table included), sft's resumable checkpoints and TensorBoard records.
+NOT_OUTPUTS = {"stage.json", "schedule.json", "README.md"}
+NOT_OUTPUT_DIRS = {"checkpoints", "tensorboard"}
 WHOLE_HASH_LIMIT = 256 << 20  # larger files (merged weights) are identified by size and modification time
 
 
@@ -321,10 +322,25 @@ def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[
         console.print(f"[green]{name}[/] -> {rel(out)}")
 
 
+def refresh_report(run_dir: Path) -> None:
+    """Rewrite the run report and model card after a stage: a failure here is shown, and loses no stage's work.
+    Imported by name, not by an import statement: the report reads the stages' outputs and writes nothing a
+    stage reads, so its source is no part of any stage's fingerprint (`stage_sources`)."""
+    import importlib
+
+    try:
+        importlib.import_module("pipeline.report").refresh(run_dir)
+    except Exception as e:  # noqa: BLE001 - the stage's own outputs are complete; the report can be rebuilt
+        err_console.print(f"[yellow]report: not refreshed ({type(e).__name__}: {scrub(str(e))}); "
+                          f"`make report RUN={run_dir.name}` rebuilds it[/]")
+
+
 def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
     """A stage's `main()`: `run(recipe, run_dir)` inside `command`, the run folder made first."""
     def body(recipe: Recipe, run_dir: Path, _args) -> Path:
         with run_lock(run_dir, stage):
-            return run(recipe, run_dir)
+            out = run(recipe, run_dir)
+            refresh_report(run_dir)
+            return out
 
     command(stage, sys.modules[run.__module__].__doc__, argv, body)

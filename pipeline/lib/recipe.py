@@ -180,6 +180,10 @@ class TrainConfig:
     """Keep only the newest N checkpoints."""
     logging_steps: int = 5
     """Log loss and learning rate every N optimizer steps."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also receive every logged step (train/log.jsonl always does): `tensorboard`
+    (event files in sft/tensorboard/) and `trackio` (its local database, project `tooltune`), both offline
+    and installed; `wandb` and `mlflow` once installed into .venv. Empty: none."""
 
 
 @dataclass
@@ -428,6 +432,10 @@ def run_dir_for(run: str) -> Path:
     return Path(os.environ.get("TOOLTUNE_RUNS") or RUNS_DIR) / run
 
 
+# train.report_to: the trackers transformers reports to, by the package each one needs.
+TRACKERS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow"}
+
+
 def check(r: Recipe) -> list[str]:
     """Impossible values, each with the fix."""
     p = []
@@ -475,6 +483,10 @@ def check(r: Recipe) -> list[str]:
     if r.eval.max_new_tokens < 0:
         p.append(f"`eval.max_new_tokens` is {r.eval.max_new_tokens}; it must be at least 1, or 0 to fit the longest "
                  "reference reply.")
+    bad = [v for v in r.train.report_to if v not in TRACKERS]
+    if bad or len(set(r.train.report_to)) != len(r.train.report_to):
+        p.append(f"`train.report_to` is {r.train.report_to}: list distinct trackers among {', '.join(TRACKERS)} "
+                 "(e.g. [tensorboard]), or [] for none.")
     if r.lora.top_layers is not None and r.lora.top_layers < 1:
         p.append(f"`lora.top_layers` is {r.lora.top_layers}; it must be at least 1 (or null for every layer).")
     if not 0 <= r.lora.dropout < 1:

@@ -620,8 +620,9 @@ def model_card(d: dict) -> str:
         q = next((g for g in d["gguf"] if "q4_k_m" in g), d["gguf"][0])
         lines += ["llama.cpp and Ollama, with the GGUF files made from this folder (`make gguf`): "
                   + ", ".join(f"`{g}`" for g in d["gguf"]), "", "```",
-                  f"llama-server -m {q} --jinja --port 8000",
-                  *(f"ollama create {d['run']} -f {m}" for m in d.get("modelfiles", [])[:1]), "```", ""]
+                  f"llama-server -m runs/{d['run']}/gguf/{q} --jinja --port 8000",
+                  *(f"ollama create {d['run']} -f runs/{d['run']}/gguf/{m}" for m in d.get("modelfiles", [])
+                    if m.startswith(q.removesuffix(".gguf"))), "```", ""]
     else:
         lines += ["llama.cpp and Ollama: `make gguf` writes GGUF files and Ollama Modelfiles from this folder.", ""]
     if info.get("decoding"):

@@ -159,3 +159,17 @@ def test_report_page_renders_its_charts_in_headless_chromium(run, tmp_path):
     broken.write_text(re.sub(r"<svg\b.*?</svg>", "", (run / "report.html").read_text(), flags=re.S))
     with pytest.raises(AssertionError, match="did not render"):
         report_screenshot.check(broken, tmp_path / "broken.png")
+
+
+def test_model_card_serving_commands_follow_the_run():
+    d = {"run": "mine", "sidecars": {}, "log": [],
+         "recipe": {"name": "llama31-8b-tools", "model": "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit", "export": {}},
+         "export": {"vllm_tool_parser": "llama3_json", "tool_format": "llama3_json"}}
+    text = report.model_card(d)
+    assert "--tool-call-parser llama3_json" in text and "Not evaluated yet" in text
+    assert "make gguf" in text and "llama-server -m" not in text
+    d.update(gguf=["mine-q4_k_m.gguf", "mine-q8_0.gguf"], modelfiles=["mine-q4_k_m.Modelfile", "mine-q8_0.Modelfile"])
+    text = report.model_card(d)
+    assert "llama-server -m runs/mine/gguf/mine-q4_k_m.gguf --jinja" in text
+    assert "ollama create mine -f runs/mine/gguf/mine-q4_k_m.Modelfile" in text and "q8_0.Modelfile" not in text
+    assert "Reproduces: the article's hyperparameters" in text  # the recipe file's own header says what it reproduces

@@ -114,7 +114,8 @@ def reproduces(recipe_name: str) -> str:
             break
         if inside:
             out.append(text)
-    return " ".join(out)
+    text = " ".join(out)
+    return text + (f" (The article: {ARTICLE}.)" if "the article" in text else "")
 
 
 def base_model_id(recipe: dict) -> str | None:

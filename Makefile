@@ -30,6 +30,11 @@ $(if $(or $(word 2,$(value PORT)),$(call _strip,$(value PORT),0 1 2 3 4 5 6 7 8 
 $(if $(call _strip,$(value GGUF),$(SAFE)),$(error GGUF='$(value GGUF)' is not allowed: a GGUF type such as q4_k_m))
 $(if $(filter-out 0 1,$(value LORA)),$(error LORA='$(value LORA)' is not allowed: 1 (serve the base + adapter) or 0))
 export TOOLTUNE_ARGS := $(value ARGS)
+# MCP (make tools) is a command line or a URL: like ARGS it travels in the environment, split by Python, never run by a shell.
+export TOOLTUNE_MCP := $(value MCP)
+# Make itself would put a command-line variable into every command's environment, expanded ($(shell ...) in
+# it would run): only the unexpanded copies above travel.
+unexport ARGS MCP
 
 PY := .venv/bin/python
 R := runs/$(RUN)
@@ -42,7 +47,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status report screenshot chromium FORCE
+.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status report screenshot chromium tools FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -104,6 +109,9 @@ train: ## the whole chain: validate, count, load, sft, export, evaluate
 
 serve: $(VENV) $(if $(GGUF),,$(SERVE_VENV)) ## vLLM's OpenAI server on runs/$(RUN)/export (LORA=1: base + adapter; GGUF=q4_k_m: llama-server), PORT=8000
 	@$(PY) -m pipeline.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora) $(if $(GGUF),--gguf $(GGUF))
+
+tools: $(VENV) ## tool schemas from an MCP server: MCP="command args" (stdio) or MCP=http://host:port/mcp, OUT=tools.json
+	@$(PY) -m pipeline.tools --out $(or $(OUT),tools.json)
 
 report: $(VENV) ## rebuild runs/$(RUN)/report.html, report.md (+ loss.png) and export/README.md from the run folder
 	@$(PY) -m pipeline.report --run $(RUN)

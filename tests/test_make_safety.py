@@ -78,6 +78,11 @@ def test_args_travel_without_a_shell(tmp_path):
     out = make(ROOT, "validate", "RUN=args-check", f"ARGS=data.max_train=`touch {marker}` x=$(touch {marker})", env=env)
     assert out.returncode == 2 and not marker.exists()
     assert "is not key=value" in out.stderr and "Traceback" not in out.stderr
+    # Make's own functions are not expanded either, not even where make exports variables to a command (or
+    # to the sub-make that `make train` starts)
+    for target in ("validate", "train"):
+        out = make(ROOT, target, "RUN=args-check", f"ARGS=$(shell touch {marker}) data.max_train=x", env=env)
+        assert out.returncode == 2 and not marker.exists(), out.stderr[-2000:]
     # quotes group words as a shell would, and nothing else happens to them
     out = make(ROOT, "validate", "RUN=args-check", 'ARGS=data.max_train=12 data.eval_max="3"', env=env)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -24,7 +24,9 @@ RECIPE_TEXT := $(value RECIPE)
 RUN_TEXT := $(call text_of,RUN,RECIPE)
 $(if $(call bad_name,$(RECIPE_TEXT)),$(error RECIPE='$(RECIPE_TEXT)' is not allowed: use letters, digits, `.`, `_`, `-` (a file in recipes/, without .yaml)))
 $(if $(call bad_name,$(RUN_TEXT)),$(error RUN='$(RUN_TEXT)' is not allowed: use letters, digits, `.`, `_`, `-` (a folder in runs/)))
-$(foreach v,FORMAT IN OUT,$(if $(call bad_path,$(value $(v))),$(error $(v)='$(value $(v))' is not allowed: use letters, digits, `.`, `_`, `-`, `/`)))
+$(foreach v,FORMAT IN OUT TOOLS,$(if $(call bad_path,$(value $(v))),$(error $(v)='$(value $(v))' is not allowed: use letters, digits, `.`, `_`, `-`, `/`)))
+$(if $(call _strip,$(value N),0 1 2 3 4 5 6 7 8 9),$(error N='$(value N)' is not allowed: a number of conversations))
+$(if $(call _strip,$(value CONCURRENCY),0 1 2 3 4 5 6 7 8 9),$(error CONCURRENCY='$(value CONCURRENCY)' is not allowed: a number))
 PORT ?= 8000
 $(if $(or $(word 2,$(value PORT)),$(call _strip,$(value PORT),0 1 2 3 4 5 6 7 8 9),$(if $(strip $(value PORT)),,empty)),$(error PORT='$(value PORT)' is not allowed: a port number))
 $(if $(call _strip,$(value GGUF),$(SAFE)),$(error GGUF='$(value GGUF)' is not allowed: a GGUF type such as q4_k_m))
@@ -32,9 +34,12 @@ $(if $(filter-out 0 1,$(value LORA)),$(error LORA='$(value LORA)' is not allowed
 export TOOLTUNE_ARGS := $(value ARGS)
 # MCP (make tools) is a command line or a URL: like ARGS it travels in the environment, split by Python, never run by a shell.
 export TOOLTUNE_MCP := $(value MCP)
+# make synth: the teacher's URL and model name travel the same way; N is a number, TOOLS a path (checked below).
+export TOOLTUNE_TEACHER := $(value TEACHER)
+export TOOLTUNE_MODEL := $(value MODEL)
 # Make itself would put a command-line variable into every command's environment, expanded ($(shell ...) in
 # it would run): only the unexpanded copies above travel.
-unexport ARGS MCP
+unexport ARGS MCP TEACHER MODEL
 
 PY := .venv/bin/python
 R := runs/$(RUN)
@@ -47,7 +52,7 @@ SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) reci
 export PYTHONDONTWRITEBYTECODE=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status report screenshot chromium tools FORCE
+.PHONY: help train test lint validate count load sft export evaluate eval gguf bfcl llamacpp serve serve-venv plan bench gpu-check gpu-rehearsal import venv clean distclean preflight status report screenshot chromium tools synth review FORCE
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -113,6 +118,12 @@ serve: $(VENV) $(if $(GGUF),,$(SERVE_VENV)) ## vLLM's OpenAI server on runs/$(RU
 tools: $(VENV) ## tool schemas from an MCP server: MCP="command args" (stdio) or MCP=http://host:port/mcp, OUT=tools.json
 	@$(PY) -m pipeline.tools --out $(or $(OUT),tools.json)
 
+synth: $(VENV) ## conversations from a teacher: TOOLS=tools.json N=2000 TEACHER=http://host:port/v1 MODEL=name (its key from env TEACHER_API_KEY), OUT=synth
+	@$(PY) -m pipeline.synth --tools $(or $(TOOLS),tools.json) --n $(or $(N),0) --out $(or $(OUT),synth) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+
+review: $(VENV) ## IN=synth: apply the accept/drop decisions written into IN/review.jsonl, list what is queued, write IN/review.html
+	@$(PY) -m pipeline.synth --review --tools $(or $(TOOLS),tools.json) --out $(or $(IN),synth)
+
 report: $(VENV) ## rebuild runs/$(RUN)/report.html, report.md (+ loss.png) and export/README.md from the run folder
 	@$(PY) -m pipeline.report --run $(RUN)
 
@@ -143,7 +154,7 @@ gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); 
 gpu-rehearsal: $(VENV) ## full-size 8B rehearsal on a GPU: unsloth vs hf vs plain TRL, plan vs measured VRAM, the 8B merge
 	@$(PY) scripts/gpu_rehearsal.py
 
-import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl IN=file OUT=file.jsonl to the canonical format
+import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl|openai-log IN=file OUT=file.jsonl to the canonical format
 	$(PY) -m pipeline.formats $(FORMAT) $(IN) $(OUT)
 
 clean: ## delete runs/$(RUN) (only a run folder: one with a recipe.yaml)

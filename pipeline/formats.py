@@ -13,6 +13,7 @@ Command line::
     python -m pipeline.formats sharegpt|glaive        IN OUT
     python -m pipeline.formats openai-legacy|toolbench IN OUT
     python -m pipeline.formats bfcl QUESTIONS OUT [--answers ANSWERS]
+    python -m pipeline.formats openai-log REQUESTS OUT
 
 IN may be a ``.json`` file (a list of records or one record), a JSON Lines file (any
 extension) or a directory (every ``*.json``/``*.jsonl`` under it, sorted). OUT is written
@@ -83,6 +84,7 @@ __all__ = [
     "import_sharegpt",
     "import_openai_legacy",
     "import_bfcl",
+    "import_openai_log",
     "bfcl_types_to_json_schema",
     "validate_canonical",
     "load_records",
@@ -696,12 +698,97 @@ def load_bfcl_answers(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- openai-log
+
+MARKED_WRONG = {"wrong", "bad", "incorrect", "down", "thumbs_down", "rejected"}
+
+
+def _log_message(m: Any, k: int) -> tuple[dict | None, dict | None]:
+    """One logged chat message in the canonical form (call arguments parsed from their JSON strings)."""
+    if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+        return None, _err("invalid_message", f"message {k} has no known role", "log the request's messages as sent")
+    out = {"role": m["role"], "content": m.get("content")}
+    if m["role"] == "assistant" and m.get("tool_calls"):
+        calls = []
+        for c in m["tool_calls"]:
+            fn = (c or {}).get("function") or {}
+            args, problem = _parse_arguments(fn.get("arguments"), str(fn.get("name")))
+            if problem:
+                return None, problem
+            calls.append({"id": c.get("id") or f"call_{len(calls)}", "type": "function",
+                          "function": {"name": fn.get("name"), "arguments": args}})
+        out.update(content=m.get("content") or None, tool_calls=calls)
+    elif m["role"] == "tool":
+        out.update(tool_call_id=m.get("tool_call_id"), content=_content_str(m.get("content")))
+        if m.get("name"):
+            out["name"] = m["name"]
+    elif not isinstance(out["content"], str):
+        out["content"] = _content_str(out["content"])
+    return out, None
+
+
+def _openai_log_one(rec: Any) -> Result:
+    """A logged chat-completion exchange: `request` (messages, tools) and `response` (a completion or its message),
+    with an optional verdict (`label`: "wrong", `correct`: false) and `correction` (the right assistant message)."""
+    if not isinstance(rec, dict):
+        return None, [_err("not_object", f"record is {type(rec).__name__}", "log one JSON object per exchange")]
+    req = rec.get("request") if isinstance(rec.get("request"), dict) else rec
+    resp = rec.get("response")
+    if isinstance(resp, dict) and resp.get("choices"):
+        resp = (resp["choices"][0] or {}).get("message")
+    elif isinstance(resp, dict) and isinstance(resp.get("message"), dict):
+        resp = resp["message"]
+    final = rec.get("correction") or resp
+    if not isinstance(req.get("messages"), list) or not isinstance(final, dict):
+        return None, [_err("not_a_log", "no request messages and response message", "log {\"request\": {...}, \"response\": {...}}")]
+    tools, errors = _tools_from(req.get("tools") or req.get("functions"), what="request tools")
+    messages = []
+    for k, m in enumerate([*req["messages"], {**final, "role": "assistant"}]):
+        msg, problem = _log_message(m, k)
+        if problem:
+            return None, [problem]
+        messages.append(msg)
+    if errors:
+        return None, errors
+    record = {"messages": messages, "tools": tools}
+    structural = validate_canonical(record)
+    if any(e["code"] != "tool_undeclared" for e in structural):  # an unknown tool is a failure to fix, kept whole
+        return None, [e for e in structural if e["code"] != "tool_undeclared"]
+    verdict = str(rec.get("label") or rec.get("feedback") or "").lower()
+    wrong = (verdict in MARKED_WRONG or rec.get("correct") is False) and not rec.get("correction")
+    problems = []
+    if wrong:
+        problems.append(_err("marked_wrong", "the reply was marked wrong in production",
+                             "write the right assistant message as `correction`, or fix the conversation and keep it"))
+    from jsonschema import Draft202012Validator
+
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    for c in [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]:
+        name, args = c["function"]["name"], c["function"]["arguments"]
+        if name not in schemas:
+            problems.append(_err("unknown_tool", f"a reply calls {name!r}, which the request did not list",
+                                 "correct the call to a listed tool"))
+            continue
+        bad = sorted(Draft202012Validator(schemas[name]).iter_errors(args), key=lambda e: list(e.path))
+        if bad:
+            problems.append(_err("call_schema", f"{name}: {bad[0].message[:200]}", "correct the call's arguments"))
+    return record, problems
+
+
+def import_openai_log(records: Iterable[Any]) -> Iterator[Result]:
+    """Logged OpenAI chat completions with tools: a valid exchange is a conversation; a call that fails its schema,
+    names an unknown tool, or was marked wrong goes to the rejects (review) file with the conversation, to be fixed."""
+    for rec in records:
+        yield _openai_log_one(rec)
+
+
 FORMATS: dict[str, Callable[..., Iterator[Result]]] = {
     "sharegpt": import_sharegpt,
     "glaive": import_sharegpt,
     "openai-legacy": import_openai_legacy,
     "toolbench": import_openai_legacy,
     "bfcl": import_bfcl,
+    "openai-log": import_openai_log,
 }
 
 
@@ -737,6 +824,8 @@ def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
         if not errs:
             errs = [_err("internal_error", "converter returned nothing", "report this as an importer bug")]
         row = {"source": source, "index": i, "raw": raw, "errors": errs}
+        if canon is not None:  # converted, but wrong (a logged call that failed): kept whole, to be fixed
+            row["conversation"] = canon
         if is_dir:
             row["file"] = file
         rejects.append(row)

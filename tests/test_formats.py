@@ -223,3 +223,41 @@ def test_cli_and_atomic_output(tmp_path):
     assert len(out.read_text().splitlines()) == 4
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert main(["sharegpt", str(tmp_path / "missing.json"), str(out)]) == 2
+
+
+def test_openai_log_production_failures_go_to_review_with_their_conversation(tmp_path):
+    """Logged chat completions: valid exchanges become conversations; a call to an unknown tool, one that fails
+    its schema, or one marked wrong goes to the rejects (review) file whole; a correction makes it training data."""
+    from pipeline.formats import convert
+    from pipeline.validate import read_records
+
+    tools = [{"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
+                                               "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                                                              "required": ["order_id"]}}}]
+
+    def exchange(reply, **extra):
+        return {"request": {"model": "m", "messages": [{"role": "user", "content": "Where is A-1?"}], "tools": tools},
+                "response": {"id": "chatcmpl-1", "choices": [{"index": 0, "message": reply}]}, **extra}
+
+    def calls(name, args):
+        return {"role": "assistant", "content": None,
+                "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+
+    good = calls("check_order_status", {"order_id": "A-1"})
+    logs = [exchange(good), exchange(calls("order_lookup", {"order_id": "A-1"})),
+            exchange(calls("check_order_status", {"order": "A-1"})), exchange(good, label="wrong"),
+            exchange(calls("order_lookup", {"id": 1}), label="wrong", correction=good),
+            exchange({"role": "assistant", "content": "Which order do you mean?"})]
+    src = tmp_path / "requests.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in logs))
+    out = tmp_path / "prod.jsonl"
+    summary = convert("openai-log", src, out)
+    assert summary["read"] == 6 and summary["written"] == 3 and summary["skipped"] == 3
+    rejects = [json.loads(x) for x in Path(summary["rejects_path"]).read_text().splitlines()]
+    assert [r["errors"][0]["code"] for r in rejects] == ["unknown_tool", "call_schema", "marked_wrong"]
+    for r in rejects:  # the whole conversation is kept beside the raw log, ready to be fixed
+        assert r["conversation"]["messages"][-1]["role"] == "assistant" and r["conversation"]["tools"] == tools
+    written = read_records(out, None)
+    assert len(written) == 3
+    assert written[1]["messages"][-1]["tool_calls"][0]["function"]["name"] == "check_order_status"  # the correction
+    assert written[0]["messages"][-1]["tool_calls"][0]["function"]["arguments"] == {"order_id": "A-1"}

@@ -70,29 +70,21 @@ def collect(run_dir: Path) -> dict:
     newest = max(d["sidecars"].values(), key=lambda s: s.get("finished", ""), default=None)
     d["recipe"] = newest["recipe"] if newest else None
     done = d["sidecars"]
-    if "validate" in done:
-        d["validate"] = _json(run_dir / "validate" / "report.json")
-    if "count" in done:
-        d["count"] = _json(run_dir / "count" / "report.json")
-    if "load" in done:
-        d["load"] = _json(run_dir / "load" / "model.json")
+    for stage, name in (("validate", "report.json"), ("count", "report.json"), ("load", "model.json"),
+                        ("sft", "figures.json"), ("export", "tooltune.json"), ("evaluate", "report.json"),
+                        ("bfcl", "report.json")):
+        if stage in done:
+            d[stage] = _json(run_dir / stage / name)
     log = _jsonl(run_dir / "sft" / "log.jsonl")
     by_step: dict[int, dict] = {}
     for e in log:  # one point per step and key: a resumed run logs some steps again, the last word counts
         by_step.setdefault(e.get("step", 0), {}).update(e)
     d["log"] = [by_step[k] for k in sorted(by_step)]
-    if "sft" in done:
-        d["sft"] = _json(run_dir / "sft" / "figures.json")
-    if "export" in done:
-        d["export"] = _json(run_dir / "export" / "tooltune.json")
     if "evaluate" in done:
-        d["evaluate"] = _json(run_dir / "evaluate" / "report.json")
         d["predictions"] = [p for p in _jsonl(run_dir / "evaluate" / "predictions.jsonl") if p.get("model") == "tuned"]
     if "gguf" in done:
         d["gguf"] = sorted(p.name for p in (run_dir / "gguf").glob("*.gguf"))
         d["modelfiles"] = sorted(p.name for p in (run_dir / "gguf").glob("*.Modelfile"))
-    if "bfcl" in done:
-        d["bfcl"] = _json(run_dir / "bfcl" / "report.json")
     return d
 
 

@@ -137,18 +137,12 @@ def caller_model(smol_dir: Path, out: Path) -> Path:
     """A tiny Llama (2 layers, hidden 128, 2 heads of 64) trained in full to answer every weather question with
     the one call: small enough to train here in seconds, shaped as vLLM's CPU attention needs."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from miniature import vllm_llama
 
     from pipeline.lib.recipe import load
     from pipeline.lib.template import Chat
 
-    tok = AutoTokenizer.from_pretrained(smol_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
+    model, tok = vllm_llama(smol_dir)
     chat = Chat.for_recipe(load("smollm2-135m-tools"), tok)
     rows = []
     for conv in conversations():

@@ -96,17 +96,11 @@ SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
 
 
 def teacher_model(smol_dir: Path, out: Path) -> Path:
-    """A random 2-layer Llama with heads of 64 (what vLLM's CPU attention takes) and SmolLM2's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """An untrained random model: its replies are noise, which is what the checks must catch."""
+    from miniature import vllm_llama
 
-    tok = AutoTokenizer.from_pretrained(smol_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+    model, tok = vllm_llama(smol_dir)
+    model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
 

@@ -219,8 +219,8 @@ def judge(item: dict, reply: str, tools: list[dict], seen: dict[str, str], schem
         key = first_user_key(conv["messages"])
         if not errors and key in seen:
             errors.append({"code": "duplicate", "message": f"the same first user message as {seen[key]}"})
-    if errors:
-        return None, {**base, "errors": errors, "conversation": conv}
+    if errors:  # the reply as written stays beside the conversation read from it
+        return None, {**base, "errors": errors, "conversation": conv, "reply": reply}
     seen[first_user_key(conv["messages"])] = item["id"]
     return conv, {}
 

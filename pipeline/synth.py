@@ -407,7 +407,7 @@ def apply_decisions(out: Path, tools: list[dict]) -> dict:
         if rec is not None and first_user_key(conv["messages"]) in seen:
             errors = [{"code": "duplicate", "message": f"the same first user message as {seen[first_user_key(conv['messages'])]}"}]
         if rec is None or errors:
-            rest = {k: v for k, v in r.items() if k not in ("decision", "reply")}
+            rest = {k: v for k, v in r.items() if k != "decision"}
             keep.append({**rest, "conversation": conv, "errors": [{"code": e["code"], "message": e["message"]} for e in errors]})
             moved["still invalid"] += 1
             continue

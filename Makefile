@@ -31,7 +31,12 @@ PORT ?= 8000
 $(if $(or $(word 2,$(value PORT)),$(call _strip,$(value PORT),0 1 2 3 4 5 6 7 8 9),$(if $(strip $(value PORT)),,empty)),$(error PORT='$(value PORT)' is not allowed: a port number))
 $(if $(call _strip,$(value GGUF),$(SAFE)),$(error GGUF='$(value GGUF)' is not allowed: a GGUF type such as q4_k_m))
 $(if $(filter-out 0 1,$(value LORA)),$(error LORA='$(value LORA)' is not allowed: 1 (serve the base + adapter) or 0))
-export TOOLTUNE_ARGS := $(value ARGS)
+# Several GPUs or machines (make train NPROC=4; NNODES, NODE_RANK, MASTER_ADDR for machines): numbers and a host
+# name, checked below, that become recipe overrides after ARGS.
+$(foreach v,NPROC NNODES NODE_RANK,$(if $(call _strip,$(value $(v)),0 1 2 3 4 5 6 7 8 9),$(error $(v)='$(value $(v))' is not allowed: a number)))
+$(if $(call _strip,$(value MASTER_ADDR),$(SAFE) :),$(error MASTER_ADDR='$(value MASTER_ADDR)' is not allowed: a host name or IP address))
+DIST_ARGS := $(if $(NPROC),nproc=$(NPROC)) $(if $(NNODES),nnodes=$(NNODES)) $(if $(NODE_RANK),node_rank=$(NODE_RANK)) $(if $(MASTER_ADDR),master_addr=$(MASTER_ADDR))
+export TOOLTUNE_ARGS := $(value ARGS) $(strip $(DIST_ARGS))
 # MCP (make tools) is a command line or a URL: like ARGS it travels in the environment, split by Python, never run by a shell.
 export TOOLTUNE_MCP := $(value MCP)
 # make synth: the teacher's URL and model name travel the same way; N is a number, TOOLS a path (checked below).

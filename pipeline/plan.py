@@ -348,6 +348,56 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
     return (sum(counts) / len(counts), len(counts)) if counts else None
 
 
+# Several GPUs: the configurations `make plan` shows (count, GiB per GPU) and the share of one GPU's speed each
+# added GPU brings (gradient all-reduce and, with FSDP, the weights' all-gathers cost some of it; an assumption).
+MULTI_GPU = ((2, 24, "rtx4090"), (2, 48, None), (4, 24, "rtx4090"), (8, 80, "a100-80gb"))  # None: no speed on file
+SCALING = 0.9
+
+
+def per_gpu(cfg: dict, est: dict, n: int, sharding: str) -> int:
+    """Peak bytes on each of n GPUs. DDP: every GPU holds the whole single-GPU footprint (each its own batch).
+    FSDP (full shard): the weights, adapter, its gradients and the optimizer are split n ways; activations and
+    transients stay per GPU, plus the gathered weights of the two blocks in flight (the one computing, the next)."""
+    c = est["components"]
+    if sharding == "ddp" or n == 1:
+        return est["total"]
+    sharded = sum(c.get(k, 0) for k in ("weights", "lora_weights", "lora_gradients", "optimizer"))
+    layers = _dims(cfg)[2]
+    in_flight = 2 * c["weights"] / max(1, layers)
+    return int(est["total"] - sharded + sharded / n + in_flight)
+
+
+def multi_gpu_plan(cfg: dict, est: dict, recipe: Recipe, n_params: int, tokens: float | None) -> dict:
+    rows = {}
+    configs = list(MULTI_GPU)
+    if recipe.nproc * recipe.nnodes > 1:
+        own = (recipe.nproc * recipe.nnodes, GPUS[recipe.gpu][0], recipe.gpu)
+        if own not in configs:
+            configs.insert(0, own)
+    for n, gib, gpu in configs:
+        ddp, fsdp = per_gpu(cfg, est, n, "ddp"), per_gpu(cfg, est, n, "fsdp")
+        capacity = gib * GIB
+        choice = "ddp" if ddp <= capacity else "fsdp" if fsdp <= capacity else None
+        tps = tokens_per_second(gpu, n_params, recipe.load_in_4bit) * n * SCALING if gpu else None
+        rows[f"{n}x{gib}"] = {"gpus": n, "gib_each": gib, "ddp_gib": round(ddp / GIB, 2), "fsdp_gib": round(fsdp / GIB, 2),
+                              "gpu": gpu, "auto": choice,
+                              "hours": round(tokens / tps / 3600, 2) if tokens and tps and choice else None}
+    return rows
+
+
+def sharding_choice(recipe: Recipe, n: int, capacity: float) -> str:
+    """`sharding: auto` for n GPUs of `capacity` bytes each: ddp where a whole copy fits one GPU by the plan, else fsdp."""
+    if recipe.sharding != "auto":
+        return recipe.sharding
+    cfg = read_config(recipe)
+    if cfg is None or n == 1:
+        return "ddp"
+    s = recipe_settings(recipe)
+    est = estimate(cfg, recipe, s["batch"], s["seq"], bits=s["bits"], grad_ckpt=s["grad_ckpt"], optim_bits=s["optim_bits"],
+                   chunked_loss=s["chunked_loss"], offload_ckpt=s["ckpt_offload"])
+    return "ddp" if per_gpu(cfg, est, n, "ddp") <= capacity else "fsdp"
+
+
 def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
     cfg = read_config(recipe)
     if cfg is None:
@@ -375,6 +425,7 @@ def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
         "total_gib": round(est["total"] / GIB, 2),
         "transient": {k: round(v / GIB, 3) if isinstance(v, int) else v for k, v in est["detail"].items()},
         "gpus": gpus, "target_gpu": recipe.gpu,
+        "multi_gpu": multi_gpu_plan(cfg, est, recipe, params["total"], tokens),
         "time": {"tokens": tokens, "basis": basis,
                  "model": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/hardware.py)"},
     }
@@ -414,6 +465,15 @@ def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
                   f"{row['tokens_per_s']:,}", "?" if row["hours"] is None else f"{row['hours']:.2f}", row["fix"] or "")
     console.print(g)
     console.print(f"[dim]tokens: {p['time']['basis']}; speed: {p['time']['model']}; * = recipe's gpu[/]")
+    m = Table(title="several GPUs (make train NPROC=n): memory per GPU")
+    for col in ("GPUs", "DDP GiB each", "FSDP GiB each", "sharding=auto", "hours"):
+        m.add_column(col)
+    for label, row in p["multi_gpu"].items():
+        m.add_row(label.replace("x", " x ") + " GiB" + (f" ({row['gpu']})" if row["gpu"] else ""), f"{row['ddp_gib']:.1f}", f"{row['fsdp_gib']:.1f}",
+                  row["auto"] or "[red]no fit[/]", "?" if row["hours"] is None else f"{row['hours']:.2f}")
+    console.print(m)
+    console.print(f"[dim]DDP: a whole copy per GPU; FSDP: weights, adapter, gradients and optimizer split across them; "
+                  f"hours assume each added GPU brings {SCALING:.0%} of one's speed[/]")
     return p
 
 

@@ -28,6 +28,7 @@ from pipeline.lib.backends import (TrainSettings, cpu_has_bf16, load_base, memor
                                prepare_backend, resolve_backend, training_settings)
 from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, stage_main, up_to_date,
                              write_json_atomic, write_sidecar, write_text_atomic)
+from pipeline.lib import dist
 from pipeline.lib.packing import IGNORE, PackCollator, PrefixGroupedSampler
 from pipeline.lib.recipe import Recipe
 
@@ -110,7 +111,29 @@ def make_trainer_class(base):
     class CpuSFTTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = trained_positions_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # divided by the tokens of every process's batch; DDP then averages the gradients over the
+                # processes: scaled back, as transformers' own compute_loss does, it is the global token mean
+                loss = loss * self.accelerator.num_processes
             return (loss, None) if return_outputs else loss
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            # With several processes transformers maps the optimizer state to args.device, which on CPUs is
+            # "cpu:0", a location torch.load cannot map to: map it to the CPU, where it is anyway.
+            import torch
+
+            real = torch.load
+
+            def load(*a, **kw):
+                if str(kw.get("map_location", "")).startswith("cpu"):
+                    kw["map_location"] = "cpu"
+                return real(*a, **kw)
+
+            torch.load = load
+            try:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                torch.load = real
 
     return CpuSFTTrainer
 
@@ -135,8 +158,30 @@ def out_of_memory_message(recipe: Recipe) -> str:
             "shows the breakdown.")
 
 
+def sharding_for(recipe: Recipe) -> str:
+    """ddp or fsdp for this launch: the recipe's `sharding`, or by the plan against this GPU's memory (CPUs: ddp)."""
+    from pipeline.lib.backends import cuda_available
+    from pipeline.plan import sharding_choice
+
+    if not cuda_available():
+        if recipe.sharding == "fsdp":
+            raise StageError("sharding=fsdp needs NVIDIA GPUs (accelerate runs FSDP on CUDA only): on CPUs the "
+                             "processes train with sharding=ddp (or auto).")
+        return "ddp"
+    import torch
+
+    capacity = torch.cuda.get_device_properties(dist.local_rank()).total_memory
+    return sharding_choice(recipe, dist.world(recipe), capacity)
+
+
+def fsdp_layers(model) -> list[str]:
+    """The transformer block classes FSDP wraps one by one (what transformers itself keeps whole on a device)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return list(getattr(base, "_no_split_modules", None) or [])
+
+
 def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use_cpu: bool, autocast: bool = False,
-               model_dtype=None, run_name: str | None = None):
+               model_dtype=None, run_name: str | None = None, fsdp_layers: list[str] | None = None):
     """TRL's SFTConfig for this recipe and its resolved settings (the same ones `make plan` uses)."""
     import torch
     from trl import SFTConfig
@@ -174,7 +219,50 @@ def sft_config(recipe: Recipe, settings: TrainSettings, output_dir: Path, *, use
         dataloader_num_workers=0,
         disable_tqdm=False,
         save_only_model=False,
+        # FSDP (sharding=fsdp): every block sharded across the processes; LoRA's trainable and frozen weights
+        # share blocks, hence use_orig_params
+        fsdp="full_shard auto_wrap" if fsdp_layers else "",
+        fsdp_config={"transformer_layer_cls_to_wrap": fsdp_layers, "use_orig_params": True,
+                     "sync_module_states": True} if fsdp_layers else None,
     )
+
+
+def as_overrides(recipe: Recipe) -> list[str]:
+    """The resolved recipe as key=value overrides (JSON values), so that every launched process trains exactly it."""
+    out = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out.append(f"{prefix[:-1]}={json.dumps(value)}")
+
+    walk("", {k: v for k, v in recipe.to_dict().items() if k != "name"})
+    return out
+
+
+def launch(recipe: Recipe, run_dir: Path) -> Path:
+    """Train under `accelerate launch`: this machine's processes, each running this stage with the same recipe."""
+    import subprocess
+
+    from pipeline.lib.backends import cuda_available
+
+    argv = ["--recipe", recipe.name, "--run", run_dir.name, *as_overrides(recipe)]
+    cmd = dist.launch_command(recipe, argv, cuda_available())
+    console.print(f"train: {dist.world(recipe)} processes ({recipe.nproc} per machine on {recipe.nnodes} machine(s)), "
+                  f"machine {recipe.node_rank}, meeting at {recipe.master_addr}:{recipe.master_port}")
+    env = {**os.environ, "TOOLTUNE_ARGS": ""}  # the overrides above are the whole recipe already
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode:
+        raise StageError(f"the {dist.world(recipe)} training processes stopped (exit {proc.returncode}); the messages "
+                         "above say why. Run the same command again to resume from the newest checkpoint.")
+    if recipe.node_rank:
+        raise StageError(f"this machine (node_rank {recipe.node_rank} of {recipe.nnodes}) took part in training; the "
+                         f"adapter and the run's files are written on machine 0 ({recipe.master_addr}): continue there.")
+    if not (run_dir / STAGE / "stage.json").is_file():
+        raise StageError("the training processes finished but wrote no adapter; the messages above say why.")
+    return run_dir / STAGE / "adapter"
 
 
 @contextlib.contextmanager
@@ -228,12 +316,16 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         raise StageError(f"run the count stage first: {rel(tokens.parent / 'stage.json')} is missing (make count).")
     fp = fingerprint(recipe, STAGE, [tokens], ("model", "tokenizer", "chat_template", "tool_format", "backend",
                                                "load_in_4bit", "dtype", "cpu_bf16", "max_seq_length", "seed", "task", "lora", "train",
+                                               "nproc", "nnodes", "sharding",
                                                "trust_remote_code"))
     if up_to_date(out, fp) and (out / "adapter" / "adapter_config.json").is_file():
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "adapter"
 
     backend, why = resolve_backend(recipe)
+    dist.check(recipe, backend)
+    if dist.world(recipe) > 1 and not dist.launched():
+        return launch(recipe, run_dir)
     prepare_backend(backend)  # Unsloth first: it patches only what is imported after it
     import torch
     from datasets import Dataset
@@ -242,7 +334,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
 
     settings = training_settings(recipe, backend)
     set_seed(recipe.seed)
-    model, tok = load_base(recipe, backend)
+    sharding = sharding_for(recipe) if dist.world(recipe) > 1 else "none"
+    model, tok = load_base(recipe, backend, fsdp=sharding == "fsdp")
     from pipeline.lib.template import Chat
 
     chat = Chat.for_recipe(recipe, tok)
@@ -263,11 +356,13 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     # Resume only from checkpoints of this exact configuration and data.
     ckpt_dir = out / "checkpoints"
     stamp = ckpt_dir / "fingerprint.txt"
-    if ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text() != fp):
+    main = dist.is_main()  # every process decides the same from the same files; only the main one changes them
+    if main and ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text() != fp):
         console.print("[yellow]train:[/] checkpoints are from another configuration or data; starting over.")
         shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(stamp, fp)
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(stamp, fp)
     # kill -9 (or a full disk) while the Trainer writes checkpoint-N leaves a folder it cannot resume
     # from; transformers would pick it as the newest and fail. Drop it and resume from the one before.
     done = []
@@ -276,17 +371,17 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             continue
         if p.is_dir() and checkpoint_complete(p):
             done.append(p)
-        elif p.is_dir():
+        elif p.is_dir() and main:
             console.print(f"[yellow]train:[/] {p.name} was cut off while being written; removing it.")
             shutil.rmtree(p)
     newest = max(done, key=lambda p: int(p.name.split("-", 1)[1]), default=None)
     resume = newest is not None
     log_path = out / "log.jsonl"
     tb_dir = out / "tensorboard"
-    tracking = tracking_state(out / "tracking.json", run_dir.name, resume)
-    if resume:  # steps after the checkpoint are trained, and logged, again
+    tracking = tracking_state(out / "tracking.json", run_dir.name, resume) if main else {"run_name": None}
+    if resume and main:  # steps after the checkpoint are trained, and logged, again
         keep_log_until(log_path, int(newest.name.split("-", 1)[1]))
-    else:  # a log (or tracker files) of an earlier configuration is not this run's
+    elif main:  # a log (or tracker files) of an earlier configuration is not this run's
         log_path.unlink(missing_ok=True)
         shutil.rmtree(tb_dir, ignore_errors=True)
 
@@ -296,13 +391,16 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         console.print("[yellow]note:[/] this CPU has no AMX/AVX512-BF16: bf16 autocast would be slower; training in fp32.")
         autocast = False
     args = sft_config(recipe, settings, ckpt_dir, use_cpu=use_cpu, autocast=autocast, model_dtype=model.dtype,
-                      run_name=tracking["run_name"])
+                      run_name=tracking["run_name"], fsdp_layers=fsdp_layers(model) if sharding == "fsdp" else None)
+    dist.barrier()  # the processes meet here (the arguments set them up): the main one has tidied the folder
     dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
 
     stop = {"requested": False}
 
     class Log(TrainerCallback):
         def on_log(self, a, state, control, logs=None, **kw):
+            if not state.is_world_process_zero:
+                return
             entry = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
                      "real_tokens": stats.get("real_tokens"), "computed_tokens": stats.get("computed_tokens"),
                      "elapsed_s": round(time.time() - started, 1)}
@@ -322,8 +420,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
 
     trainer_class = make_trainer_class(SFTTrainer)
     if packing == "shared_prefix":
+        # Grouped by the global batch: accelerate hands each process its consecutive share of every one
         sampler = PrefixGroupedSampler([r["group"] for r in rows], [len(r["input_ids"]) for r in rows],
-                                       settings.batch, recipe.seed)
+                                       settings.batch * dist.world(recipe), recipe.seed)
 
         class GroupedTrainer(trainer_class):
             def _get_train_sampler(self, train_dataset=None):
@@ -348,8 +447,10 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if stop["requested"]:
         raise KeyboardInterrupt
 
+    if not main:  # the main process writes the adapter and the figures
+        return out / "adapter"
     with atomic_dir(out / "adapter") as tmp:
-        model.save_pretrained(tmp)
+        trainer.accelerator.unwrap_model(model).save_pretrained(tmp)
         tok.save_pretrained(tmp)
     history = [h for h in trainer.state.log_history if "loss" in h]
     figures = {
@@ -370,6 +471,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "resumed": resume,
         "cpu_bf16_autocast": bool(use_cpu and autocast),
         "report_to": list(recipe.train.report_to),
+        "processes": dist.world(recipe),
+        "sharding": sharding if sharding != "fsdp" or trainer.is_fsdp_enabled else "fsdp requested, not applied",
+        "global_batch": settings.batch * settings.grad_accum * dist.world(recipe),
         "tracking": {"tensorboard": str(rel(tb_dir)) if "tensorboard" in recipe.train.report_to else None,
                      "trackio": {"project": "tooltune", "run": tracking["run_name"]}
                      if "trackio" in recipe.train.report_to else None},

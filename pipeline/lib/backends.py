@@ -156,12 +156,15 @@ def _warn_remote_code(recipe: Recipe) -> None:
         console.print(f"[bold yellow]warning:[/] trust_remote_code is on: Python files shipped with {recipe.model} will run.")
 
 
-def nf4_config(compute_dtype):
-    """QLoRA's 4-bit base: NF4 with double quantization (Dettmers et al. 2023), computing in `compute_dtype`."""
+def nf4_config(compute_dtype, fsdp: bool = False):
+    """QLoRA's 4-bit base: NF4 with double quantization (Dettmers et al. 2023), computing in `compute_dtype`.
+    Under FSDP the packed 4-bit weights are stored in `compute_dtype` too, so that FSDP can shard them with the
+    rest (bitsandbytes' and PEFT's way of QLoRA with FSDP)."""
     from transformers import BitsAndBytesConfig
 
+    extra = {"bnb_4bit_quant_storage": compute_dtype} if fsdp else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_compute_dtype=compute_dtype, **extra)
 
 
 def unsloth_peft_kwargs(recipe: Recipe, settings: TrainSettings, n_layers: int | None) -> dict:
@@ -171,7 +174,7 @@ def unsloth_peft_kwargs(recipe: Recipe, settings: TrainSettings, n_layers: int |
                 random_state=recipe.seed, max_seq_length=recipe.max_seq_length)
 
 
-def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainable: bool = True):
+def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainable: bool = True, fsdp: bool = False):
     """(model, tokenizer) with LoRA attached when `trainable`; `path` overrides the recipe's model."""
     import torch
 
@@ -194,11 +197,11 @@ def load_base(recipe: Recipe, backend: str, *, path: str | None = None, trainabl
     from transformers import AutoModelForCausalLM
 
     kwargs = dict(dtype=dtype, trust_remote_code=recipe.trust_remote_code, use_safetensors=True)
+    gpu = int(os.environ.get("LOCAL_RANK", 0))  # under `accelerate launch`, each process its own GPU
     if backend == "hf" and recipe.load_in_4bit:
-        kwargs["quantization_config"] = nf4_config(dtype)
-        kwargs["device_map"] = {"": 0}
-    elif backend == "hf" and cuda_available():
-        kwargs["device_map"] = {"": 0}
+        kwargs["quantization_config"] = nf4_config(dtype, fsdp)
+    if backend == "hf" and cuda_available() and not fsdp:  # FSDP places the shards itself
+        kwargs["device_map"] = {"": gpu}
     kwargs["attn_implementation"] = "sdpa"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

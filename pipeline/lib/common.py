@@ -338,6 +338,8 @@ def refresh_report(run_dir: Path) -> None:
 def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
     """A stage's `main()`: `run(recipe, run_dir)` inside `command`, the run folder made first."""
     def body(recipe: Recipe, run_dir: Path, _args) -> Path:
+        if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            return run(recipe, run_dir)  # one of several training processes: the stage that launched them holds the lock
         with run_lock(run_dir, stage):
             out = run(recipe, run_dir)
             refresh_report(run_dir)

@@ -271,6 +271,20 @@ class Recipe:
     """Seed for LoRA init, shuffling and dropout."""
     gpu: str = "rtx4090"
     """GPU class for the time and memory estimates: rtx4090 | a100-40gb | a100-80gb | h100."""
+    nproc: int = 1
+    """Training processes per machine, one per GPU (`make train NPROC=4`): above 1 (or with nnodes above 1) the
+    sft stage runs under `accelerate launch` on the hf backend; train.batch_size stays per process."""
+    nnodes: int = 1
+    """Machines training together (`NNODES`), each started with its own `node_rank` and the same `master_addr`."""
+    node_rank: int = 0
+    """This machine's rank among `nnodes` (`NODE_RANK`); machine 0 writes the run's artifacts."""
+    master_addr: str = "127.0.0.1"
+    """Address of machine 0, which the others connect to (`MASTER_ADDR`)."""
+    master_port: int = 29500
+    """Port on machine 0 for the processes to meet."""
+    sharding: str = "auto"
+    """Several GPUs: `ddp` (a copy of the model per GPU), `fsdp` (the weights sharded across GPUs), or `auto`:
+    ddp where the model fits one GPU by the plan, fsdp where it does not."""
     data: DataConfig = field(default_factory=DataConfig)
     """Data files and how to treat them."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -483,6 +497,15 @@ def check(r: Recipe) -> list[str]:
     if r.eval.max_new_tokens < 0:
         p.append(f"`eval.max_new_tokens` is {r.eval.max_new_tokens}; it must be at least 1, or 0 to fit the longest "
                  "reference reply.")
+    for key, value in (("nproc", r.nproc), ("nnodes", r.nnodes), ("master_port", r.master_port)):
+        if value < 1:
+            p.append(f"`{key}` is {value}; it must be at least 1.")
+    if not 0 <= r.node_rank < max(1, r.nnodes):
+        p.append(f"`node_rank` is {r.node_rank}; it must be in 0..nnodes-1 (nnodes is {r.nnodes}).")
+    if r.sharding not in ("auto", "ddp", "fsdp"):
+        p.append(f"`sharding` is {r.sharding!r}; choose one of: auto, ddp, fsdp.")
+    if not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", r.master_addr):
+        p.append(f"`master_addr` is {r.master_addr!r}: give a host name or an IP address.")
     bad = [v for v in r.train.report_to if v not in TRACKERS]
     if bad or len(set(r.train.report_to)) != len(r.train.report_to):
         p.append(f"`train.report_to` is {r.train.report_to}: list distinct trackers among {', '.join(TRACKERS)} "

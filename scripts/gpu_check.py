@@ -12,6 +12,8 @@ safetensors in a temporary folder, and trains LoRA (r=16, alpha=32, rsLoRA, all 
 on synthetic data (random token ids, batch 4 x 1024, labels masked on the first half of each row):
 
   hf_bf16_lora        the repo's path: pipeline.lib.backends.load_base(backend=hf), bf16, PackCollator, SFTTrainer
+  hf_bf16_lora_launched  the same in a process started by `accelerate launch --num_processes 1`, the launcher
+                      several GPUs use (summary: launched_vs_plain_tokens_per_s, the launcher path's overhead)
   hf_4bit_lora        the same with bitsandbytes NF4 (load_in_4bit)
   baseline_trl_plain  "the plain script": AutoModelForCausalLM bf16 + SFTTrainer(peft_config=LoraConfig),
                       TRL's default collator, no packing
@@ -76,10 +78,14 @@ SMOKE_CHAIN = "chain_cpu"
 # The Unsloth path is what `make train` takes on a GPU, so it runs early, before the time budget can run
 # out; each configuration has its own process on a GPU. In one process (--isolate no) everything that
 # imports unsloth (which patches transformers) is moved last.
-RUN_ORDER = ("hf_bf16_lora", "baseline_trl_plain", "unsloth_4bit_lora", "e2e_unsloth_4bit", "chain_unsloth_4bit",
+# The repo's hf path again, in a process started by `accelerate launch --num_processes 1` (the launcher that
+# several GPUs use): its tokens/s against hf_bf16_lora's is the launcher path's overhead.
+LAUNCHED = "hf_bf16_lora_launched"
+RUN_ORDER = ("hf_bf16_lora", LAUNCHED, "baseline_trl_plain", "unsloth_4bit_lora", "e2e_unsloth_4bit", "chain_unsloth_4bit",
              "hf_4bit_lora", "e2e_hf_4bit", "chain_hf_4bit")
 REQUIRES = {
     "hf_bf16_lora": ["transformers", "peft"],
+    LAUNCHED: ["transformers", "peft", "accelerate"],
     "hf_4bit_lora": ["transformers", "peft", "bitsandbytes"],
     "baseline_trl_plain": ["transformers", "peft", "trl", "datasets"],
     "unsloth_4bit_lora": ["unsloth", "peft"],
@@ -196,6 +202,9 @@ def summarize(result: dict) -> dict:
                 problems.append(f"{name}: end-to-end check failed: {r.get('why_failed')}")
     out = {"passed": not problems, "problems": problems, "counts": counts}
     a, b = result.get("configs", {}).get("hf_bf16_lora", {}), result.get("configs", {}).get("baseline_trl_plain", {})
+    launched = result.get("configs", {}).get(LAUNCHED, {})
+    if a.get("tokens_per_s") and launched.get("tokens_per_s"):
+        out["launched_vs_plain_tokens_per_s"] = launched["tokens_per_s"] / a["tokens_per_s"]
     if a.get("first_loss") is not None and b.get("first_loss") is not None:
         # Same seed, rows and LoRA init: the repo's packed batches and TRL's padded ones should start at the same loss.
         out["first_loss_repo_vs_baseline"] = abs(a["first_loss"] - b["first_loss"])
@@ -578,7 +587,7 @@ def run_one(name: str, ctx: dict) -> dict:
             torch.cuda.reset_peak_memory_stats()
         with tempfile.TemporaryDirectory(prefix=f"gpu_check_{name}_") as tmp:
             check = e2e_check if name.startswith("e2e_") else chain_check if name.startswith("chain_") else bench_config
-            rec = check(name, ctx, Path(tmp))
+            rec = check(name.removesuffix("_launched"), ctx, Path(tmp))
     except Exception as e:  # noqa: BLE001 - recorded, the next configuration still runs
         rec = {**rec, "status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
     rec["wall_s"] = time.perf_counter() - t0
@@ -596,6 +605,9 @@ def run_isolated(name: str, ctx_path: Path, timeout: float) -> dict:
     """run_one in a fresh interpreter: unsloth's patches, a crash or an OOM stay there."""
     res = ctx_path.parent / f"{name}.result.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--ctx", str(ctx_path), "--result", str(res)]
+    if name == LAUNCHED:
+        cmd[1:1] = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no"]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
@@ -739,7 +751,7 @@ def main(argv=None) -> int:
     else:
         gpu.update(key=None, peak_bf16_flops=None)
     # The smoke run adds the end-to-end check without 4-bit (fp32 on the CPU); the 4-bit ones say why they skip.
-    order = list(RUN_ORDER) if not smoke else ["hf_bf16_lora", "hf_4bit_lora", "baseline_trl_plain", SMOKE_E2E,
+    order = list(RUN_ORDER) if not smoke else ["hf_bf16_lora", LAUNCHED, "hf_4bit_lora", "baseline_trl_plain", SMOKE_E2E,
                                                SMOKE_CHAIN, "e2e_hf_4bit", "unsloth_4bit_lora", "e2e_unsloth_4bit"]
     if args.only:
         wanted = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -749,6 +761,8 @@ def main(argv=None) -> int:
             return 2
         order = [x for x in order if x in wanted]
     isolate = args.isolate == "yes" or (args.isolate == "auto" and not smoke)
+    if not isolate and LAUNCHED in order:
+        order.remove(LAUNCHED)  # it means a process of its own, started by the launcher
     if not isolate:
         order.sort(key=lambda c: "unsloth" in c)
     result: dict = {

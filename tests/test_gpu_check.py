@@ -161,6 +161,19 @@ def test_cpu_smoke_run(tmp_path):
         assert data[section][name]["status"] in ("skipped", "not installed")
 
 
+def test_the_launched_configuration_runs_under_accelerate_launch(tmp_path):
+    """hf_bf16_lora_launched: the repo's hf path in a process that `accelerate launch --num_processes 1` started
+    (on a GPU its tokens/s against hf_bf16_lora's is the launcher's overhead)."""
+    out = tmp_path / "launched.json"
+    p = _run("--cpu-smoke", "--isolate", "yes", "--only", f"hf_bf16_lora,{gc.LAUNCHED}", "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    data = json.loads(out.read_text())
+    plain, launched = data["configs"]["hf_bf16_lora"], data["configs"][gc.LAUNCHED]
+    assert launched["status"] == "ok" and launched["tokens_per_s"] > 0, launched
+    assert launched["losses"] == pytest.approx(plain["losses"], rel=1e-5)  # the same training, only started differently
+    assert data["summary"]["launched_vs_plain_tokens_per_s"] > 0
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_gpu_check_for_real(tmp_path):

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.lib.common import StageError, console, rel, write_json_atomic
+from pipeline.lib.common import StageError, console, rel, run_or_fail, write_json_atomic
 from pipeline.lib.recipe import fail, scrub
 
 KEY_ENV = "TEACHER_API_KEY"
@@ -477,10 +477,7 @@ def main(argv=None) -> None:
     ap.add_argument("--review", action="store_true", help="apply the decisions in OUT/review.jsonl and list what is queued")
     a = ap.parse_args(argv)
     if a.review:
-        try:
-            review(Path(a.tools), Path(a.out))
-        except StageError as e:
-            fail(f"[review] {scrub(str(e))}")
+        run_or_fail("review", lambda: review(Path(a.tools), Path(a.out)), "nothing was changed.")
         return
     missing = [f"{name}=" for name, v in (("TEACHER", a.teacher), ("MODEL", a.model)) if not v]
     if a.n < 1:
@@ -491,12 +488,8 @@ def main(argv=None) -> None:
     if a.concurrency < 1 or a.max_tokens < 1 or a.retries < 0:
         fail("--concurrency and --max-tokens must be at least 1, --retries at least 0.")
     teacher = Teacher(a.teacher, a.model, a.max_tokens, a.temperature, a.retries, a.timeout)
-    try:
-        run(Path(a.tools), a.n, teacher, Path(a.out), a.concurrency, a.seed)
-    except StageError as e:
-        fail(f"[synth] {scrub(str(e))}")
-    except KeyboardInterrupt:
-        fail("[synth] interrupted; what was finished is written: run the same command again to resume.", code=130)
+    run_or_fail("synth", lambda: run(Path(a.tools), a.n, teacher, Path(a.out), a.concurrency, a.seed),
+                "what was finished is written: run the same command again to resume.")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.lib.common import StageError, console, rel, write_text_atomic
-from pipeline.lib.recipe import fail, scrub
+from pipeline.lib.common import StageError, console, rel, run_or_fail, write_text_atomic
+from pipeline.lib.recipe import fail
 
 MAX_PAGES = 100  # a server whose listing never ends cannot hang the import
 # Keywords whose value is one schema, a list of schemas, or a name -> schema map (what the walk descends into).
@@ -234,12 +234,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if not a.mcp:
         fail('name the MCP server: make tools MCP="python server.py" (stdio) or MCP=http://host:port/mcp')
-    try:
-        run(a.mcp, Path(a.out), a.timeout)
-    except StageError as e:
-        fail(f"[tools] {scrub(str(e))}")
-    except KeyboardInterrupt:
-        fail("[tools] interrupted; nothing was written.", code=130)
+    run_or_fail("tools", lambda: run(a.mcp, Path(a.out), a.timeout), "nothing was written.")
 
 
 if __name__ == "__main__":

@@ -335,6 +335,17 @@ def refresh_report(run_dir: Path) -> None:
                           f"`make report RUN={run_dir.name}` rebuilds it[/]")
 
 
+def run_or_fail(name: str, fn: Callable[[], object], interrupted: str) -> None:
+    """A command that takes no recipe (make tools, make synth): a problem the user can fix is one line, exit 2;
+    Ctrl-C says what was kept (`interrupted`), exit 130."""
+    try:
+        fn()
+    except StageError as e:
+        recipe_mod.fail(f"[{name}] {scrub(str(e))}")
+    except KeyboardInterrupt:
+        recipe_mod.fail(f"[{name}] interrupted; {interrupted}", code=130)
+
+
 def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] | None = None) -> None:
     """A stage's `main()`: `run(recipe, run_dir)` inside `command`, the run folder made first."""
     def body(recipe: Recipe, run_dir: Path, _args) -> Path:

@@ -143,8 +143,14 @@ def test_a_killed_two_process_run_resumes_to_the_same_adapter(prepared, two_ways
     assert losses(runs / "killed") == pytest.approx(losses(runs / "two"), rel=1e-4)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                    reason="a network namespace of its own needs root, unshare and ip")
+def own_network_namespace() -> bool:
+    """Can this machine give a process a network namespace of its own (root, unshare, ip, and the right to)?"""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    return subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not own_network_namespace(), reason="a network namespace of its own needs root, unshare and ip")
 def test_two_machines_on_loopback_only(prepared, two_ways, tiny_model_dir, tmp_path):
     """Two "machines" (one process each, their own run folders) in a network namespace that has nothing but
     127.0.0.1: they can contact nothing else, and finish the sft stage as the single machine with two processes."""

@@ -82,6 +82,7 @@ def collect(run_dir: Path) -> dict:
     d["log"] = [by_step[k] for k in sorted(by_step)]
     if "evaluate" in done:
         d["predictions"] = [p for p in _jsonl(run_dir / "evaluate" / "predictions.jsonl") if p.get("model") == "tuned"]
+    d["failure_groups"] = failure_groups(d.get("predictions") or [], (d.get("evaluate") or {}).get("tool_format", "hermes"))
     if "gguf" in done:
         d["gguf"] = sorted(p.name for p in (run_dir / "gguf").glob("*.gguf"))
         d["modelfiles"] = sorted(p.name for p in (run_dir / "gguf").glob("*.Modelfile"))
@@ -428,7 +429,7 @@ def build_html(d: dict) -> str:
                      pct(v["accuracy"])] for c, v in f["tuned"]["categories"].items()]
             parts.append("<h3>Forgetting check: a BFCL sample</h3>" + table(["BFCL category", "questions", "base", "tuned"],
                                                                             rows, {1, 2, 3}))
-        groups = failure_groups(d.get("predictions") or [], (d.get("evaluate") or {}).get("tool_format", "hermes"))
+        groups = d["failure_groups"]
         if groups:
             parts.append("<h3>Failures of the tuned model, by kind</h3>")
             parts.append(table(["conversation kind", "what went wrong", "turns wrong", "of"],
@@ -531,7 +532,7 @@ def build_markdown(d: dict, has_png: bool) -> str:
     if ev:
         lines += [f"## Evaluation ({ev['turns']} held-out turns; targets of the article {ARTICLE})", ""]
         lines += md_eval_table(ev) + [""]
-        groups = failure_groups(d.get("predictions") or [], (d.get("evaluate") or {}).get("tool_format", "hermes"))
+        groups = d["failure_groups"]
         if groups:
             lines += ["Failures of the tuned model:", "", "| conversation kind | what went wrong | wrong | of |", "|---|---|---|---|"]
             lines += [f"| {k} | {w} | {n} | {t} |" for k, w, n, t in groups] + [""]
@@ -660,7 +661,7 @@ def limitations(d: dict) -> list[str]:
         v = ev["tuned"].get(k)
         if v is not None and v < target:
             out.append(f"- {METRIC_NAMES[k]} {pct(v)} is below the target {target:.0%}.")
-    for k, what, n, tot in failure_groups(d.get("predictions") or [], (d.get("evaluate") or {}).get("tool_format", "hermes"))[:5]:
+    for k, what, n, tot in d["failure_groups"][:5]:
         out.append(f"- {k} turns: {n} of {tot} wrong: {what}.")
     f = ev.get("forgetting")
     if f and f.get("base"):

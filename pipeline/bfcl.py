@@ -120,19 +120,31 @@ def verdict(item: dict, calls: list[dict]) -> tuple[bool, str | None]:
     return bool(result["valid"]), None if result["valid"] else "; ".join(map(str, result.get("error", [])))[:300]
 
 
+def selected(item: dict, calls: list[dict]) -> bool:
+    """Tool selection alone: the calls name exactly the expected functions, as many times each, whatever their
+    arguments (an irrelevance question: no call). BFCL's own verdict also checks every argument."""
+    if item["category"] in IRRELEVANCE:
+        return not calls
+    expected = sorted(name for entry in item["answer"] or [] for name in entry)
+    return bool(calls) and sorted(c["name"] for c in calls) == expected
+
+
 def score(bitems: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[dict]]:
-    """Per-category accuracy, the leaderboard's summary columns, and one record per question."""
+    """Per-category accuracy (and tool selection alone), the leaderboard's summary columns, one record per question."""
     preds, per = [], {}
     for item, text in zip(bitems, outputs):
         p = parse(text, fmt)
         ok, why = verdict(item, p.calls)
-        per.setdefault(item["category"], {"right": 0, "total": 0, "size": item["size"]})
+        sel = selected(item, p.calls)
+        per.setdefault(item["category"], {"right": 0, "selected": 0, "total": 0, "size": item["size"]})
         per[item["category"]]["right"] += ok
+        per[item["category"]]["selected"] += sel
         per[item["category"]]["total"] += 1
-        preds.append({"category": item["category"], "id": item["id"], "ok": ok, "why": why, "produced": text,
-                      "calls": p.calls})
+        preds.append({"category": item["category"], "id": item["id"], "ok": ok, "selected": sel, "why": why,
+                      "produced": text, "calls": p.calls})
     acc = {c: v["right"] / v["total"] for c, v in per.items()}
-    return {"categories": {c: dict(per[c], accuracy=acc[c]) for c in per}, "summary": summary(acc, per)}, preds
+    return {"categories": {c: dict(per[c], accuracy=acc[c], selection=per[c]["selected"] / per[c]["total"]) for c in per},
+            "summary": summary(acc, per)}, preds
 
 
 def summary(acc: dict, per: dict) -> dict:
@@ -175,12 +187,14 @@ def markdown(recipe: Recipe, report: dict) -> str:
              f"Berkeley Function Calling Leaderboard (BFCL v4 data, `bfcl-eval` {report['bfcl_eval']}), single-turn "
              f"categories, {report['per_category'] or 'all'} questions per category; each question rendered with the run's "
              f"template and its own functions as tools, parsed by the `{report['tool_format']}` parser, judged by BFCL's "
-             "AST checker. Base and tuned (the merged export) decode greedily.", "",
-             "| category | questions | base | tuned |", "|---|---|---|---|"]
+             "AST checker; selection counts the expected functions called whatever their arguments. Base and tuned "
+             "(the merged export) decode greedily.", "",
+             "| category | questions | base | tuned | selection base | selection tuned |", "|---|---|---|---|---|---|"]
     for c in CATEGORIES:
         if c in tuned["categories"]:
-            t = tuned["categories"][c]
-            lines.append(f"| {c} | {t['total']} of {t['size']} | {pct(base['categories'][c]['accuracy'])} | {pct(t['accuracy'])} |")
+            t, b = tuned["categories"][c], base["categories"][c]
+            lines.append(f"| {c} | {t['total']} of {t['size']} | {pct(b['accuracy'])} | {pct(t['accuracy'])} | "
+                         f"{pct(b.get('selection'))} | {pct(t.get('selection'))} |")
     lines += ["", "| | non-live AST | live | irrelevance |", "|---|---|---|---|"]
     for label, r in (("base", base), ("tuned", tuned)):
         s = r["summary"]

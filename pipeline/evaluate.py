@@ -39,7 +39,7 @@ STAGE = "evaluate"
 # The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
 SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
-FORGETTING = ("irrelevance", "simple_python")  # BFCL categories of the forgetting check
+FORGETTING = ("irrelevance", "simple_python", "multiple")  # BFCL categories of the forgetting check
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
@@ -376,8 +376,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     other = "vllm" if engine == "hf" else "hf"
     other_preds = read_predictions(out, other)  # the other engine's verdicts on these turns, if it scored them
     ggufs = gguf_files(run_dir, recipe.eval.gguf, "eval.gguf") if engine == "llamacpp" else {}
-    rows, failures, timing, loaded, preds, forgetting = {}, {}, {}, {}, [], {}
-    # The forgetting check: a fixed BFCL sample (irrelevance and simple), other domains' tools, scored base vs tuned
+    rows, failures, timing, loaded, preds, forgetting, sample_preds = {}, {}, {}, {}, [], {}, []
+    # The forgetting check: a fixed BFCL sample (irrelevance, simple, multiple), other domains' tools, base vs tuned
     fitems = bfcl.items(FORGETTING, recipe.eval.forgetting) if recipe.eval.forgetting and engine == "hf" else []
     models = scored_models(recipe, run_dir, recipe.eval.base)
     models += [(f"gguf-{q}", str(path), rel(path)) for q, path in ggufs.items()]
@@ -409,6 +409,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
                                    f"{label} BFCL sample", recipe.eval.bfcl_max_new_tokens)
                 forgetting[label], fpreds = bfcl.score(fitems, replies, chat.fmt)
                 forgetting[label]["failures"] = [x for x in fpreds if not x["ok"]][:3]
+                sample_preds += [dict(model=label, **x) for x in fpreds]
             del model
             free_gpu_memory()
         rows[label], failures[label], p = score(items, outputs, chat.fmt, parsed)
@@ -434,6 +435,10 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         write_jsonl_atomic(out / f"predictions.{other}.jsonl", other_preds)
     write_jsonl_atomic(out / f"predictions.{engine}.jsonl", preds)
     write_jsonl_atomic(out / "predictions.jsonl", preds)
+    if sample_preds:
+        write_jsonl_atomic(out / "bfcl_sample.jsonl", sample_preds)
+    else:
+        (out / "bfcl_sample.jsonl").unlink(missing_ok=True)  # an earlier run's sample is not this one's
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown(recipe, report))
     show(report)
@@ -530,13 +535,16 @@ def markdown(recipe: Recipe, r: dict) -> str:
         cats = list(f["tuned"]["categories"])
         lines += ["## Forgetting check: a BFCL sample", "",
                   "Questions of the Berkeley Function Calling Leaderboard with their own functions (not this agent's), "
-                  "judged by BFCL's AST checker: irrelevance is right when no call comes back, simple when the one expected "
-                  "call does. A tuned model below its base here has learned to call tools it should not, or stopped "
-                  "reading the tool list it is given. `make bfcl` runs every category.", "",
-                  "| BFCL category | questions | base | tuned |", "|---|---|---|---|"]
+                  "scored twice: tool selection (the expected functions are called, whatever the arguments; irrelevance: "
+                  "no call) and BFCL's AST checker (every argument at an acceptable value). A tuned model below its base "
+                  "here has learned to call tools it should not, or stopped reading the tool list it is given. "
+                  "`make bfcl` runs every category.", "",
+                  "| BFCL category | questions | selection base | selection tuned | AST base | AST tuned |",
+                  "|---|---|---|---|---|---|"]
         for c in cats:
-            base = fmt_pct(f["base"]["categories"][c]["accuracy"]) if "base" in f else "-"
-            lines.append(f"| {c} | {f['tuned']['categories'][c]['total']} | {base} | {fmt_pct(f['tuned']['categories'][c]['accuracy'])} |")
+            t, b = f["tuned"]["categories"][c], f.get("base", {}).get("categories", {}).get(c, {})
+            lines.append(f"| {c} | {t['total']} | {fmt_pct(b.get('selection'))} | {fmt_pct(t['selection'])} | "
+                         f"{fmt_pct(b.get('accuracy'))} | {fmt_pct(t['accuracy'])} |")
         lines += [f"- tuned `{x['id']}` ({x['category']}): {x['why']}; produced `{x['produced'].strip()[:150]}`"
                   for x in f["tuned"]["failures"]]
         lines.append("")

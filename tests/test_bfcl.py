@@ -109,6 +109,24 @@ def test_irrelevance_is_right_only_without_a_call():
     assert [p["ok"] for p in preds] == [True, False]
 
 
+def test_selection_counts_the_expected_functions_whatever_their_arguments(answered):
+    simple = next(it for it in answered if it["category"] == "simple_python")
+    parallel = next(it for it in answered if it["category"] == "parallel" and len(it["answer"]) == 2)
+    call = calls_of(simple)[0]
+    wrong_args = dict(call, arguments={k: corrupt(v) for k, v in call["arguments"].items()})
+    other = dict(call, name=call["name"] + "_x")
+    texts = [reply([call]), reply([wrong_args]), reply([other]), reply([call, call]), "No call.",
+             reply(calls_of(parallel)), reply(calls_of(parallel)[:1])]
+    bitems = [simple] * 5 + [parallel] * 2
+    result, preds = bfcl.score(bitems, texts, "hermes")
+    assert [(p["ok"], p["selected"]) for p in preds] == [
+        (True, True), (False, True), (False, False), (False, False), (False, False), (True, True), (False, False)]
+    assert result["categories"]["simple_python"]["selection"] == pytest.approx(2 / 5)
+    irr = bfcl.items(("irrelevance",), 2)
+    _, preds = bfcl.score(irr, ["None fits.", reply([{"name": irr[1]["tools"][0]["function"]["name"], "arguments": {}}])], "hermes")
+    assert [p["selected"] for p in preds] == [True, False]  # for irrelevance, selecting is calling nothing
+
+
 def test_the_summary_columns_follow_the_leaderboard():
     acc = {c: 0.5 for c in bfcl.CATEGORIES} | {"simple_python": 1.0, "live_simple": 1.0, "irrelevance": 0.0}
     per = {c: {"size": 100} for c in bfcl.CATEGORIES} | {"live_simple": {"size": 300}}

@@ -52,7 +52,11 @@ def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
     assert e["reply_budget"]["max_new_tokens"] == 8 and e["reply_budget"]["configured"] == 8
     assert e["reply_budget"]["references_longer_than_budget"] >= 1  # 8 tokens cut every call short: it says so
     for row in ("base", "tuned"):  # the forgetting check: BFCL questions with their own tools, base and tuned
-        assert {c: v["total"] for c, v in e["forgetting"][row]["categories"].items()} == {"irrelevance": 2, "simple_python": 2}
+        cats = e["forgetting"][row]["categories"]
+        assert {c: v["total"] for c, v in cats.items()} == {"irrelevance": 2, "simple_python": 2, "multiple": 2}
+        assert all(v["accuracy"] <= v["selection"] for v in cats.values())  # a right call selected its function
+    sample = [json.loads(x) for x in (run / "evaluate/bfcl_sample.jsonl").read_text().splitlines()]
+    assert len(sample) == 12 and {x["model"] for x in sample} == {"base", "tuned"}
     assert "## Forgetting check: a BFCL sample" in (run / "evaluate/report.md").read_text()
     side = json.loads((run / "export/stage.json").read_text())
     check = side["figures"]["merge_check"]

@@ -205,8 +205,8 @@ class EvalConfig:
     `llamacpp`: score each GGUF of `make gguf` through `llama-server --jinja` (its own parser), beside the merged
     model's verdicts on the same turns (reused from an hf run, else generated)."""
     forgetting: int = 10
-    """The forgetting check: this many BFCL irrelevance and simple questions each (other domains' tools), scored base
-    vs tuned with the eval (engine hf); 0: off."""
+    """The forgetting check: this many BFCL irrelevance, simple and multiple questions each (other domains' tools),
+    scored base vs tuned with the eval (engine hf) for tool selection and by BFCL's AST checker; 0: off."""
     bfcl_per_category: int | None = 20
     """`make bfcl`: questions of each BFCL category, spread over its file (None: all, ~3,400 in ten categories)."""
     bfcl_max_new_tokens: int = 160

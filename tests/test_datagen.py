@@ -178,6 +178,27 @@ def test_other_domains_are_held_out_whole(splits):
     assert len(called) >= 20  # several names per tool: a call copies its name from the list
 
 
+def test_other_domains_list_namespaced_names_and_near_misses(splits):
+    rows = splits["train"]
+    calls = [tc["function"]["name"] for c in rows if c["kind"] == "other_call" for tc in _calls(c)]
+    dotted = [n for n in calls if "." in n]
+    assert 0.15 < len(dotted) / len(calls) < 0.45  # a `namespace.name` is called whole, as listed
+    asks, near = 0, 0
+    for c in rows:
+        if c["kind"] != "other_irrelevant":
+            continue
+        asked = [t for t in datagen.OTHER_TOOLS for tpl in t["templates"]
+                 if re.fullmatch(re.sub(r"\\{[a-z_0-9]+\\}", ".+", re.escape(tpl)), c["messages"][-2]["content"])]
+        if not asked:
+            continue  # an off-topic question (or a decorated request)
+        listed = [datagen.OTHER_BY_NAME[t["function"]["name"]]["names"][0] for t in c["tools"]
+                  if t["function"]["name"] in datagen.OTHER_BY_NAME]
+        asks += 1
+        near += len(listed) <= 2 and bool(set(listed) & set(datagen.OTHER_NEIGHBOURS[asked[0]["names"][0]]))
+    # a request for a missing tool sits mostly beside one or two tools, one of them what it is mistaken for
+    assert asks > 40 and near / asks > 0.3, (asks, near)
+
+
 def test_every_tool_has_100_train_conversations(splits):
     counts = collections.Counter(n for c in splits["train"] for n in {tc["function"]["name"] for tc in _calls(c)})
     for name in datagen.TOOL_NAMES:

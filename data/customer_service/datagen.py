@@ -45,14 +45,14 @@ DEFAULT_EVAL = 400
 MIN_TRAIN_PER_TOOL = 100
 
 KIND_SHARES: list[tuple[str, float]] = [
-    ("single_call", 0.34),
+    ("single_call", 0.29),
     ("multi_step", 0.12),
     ("parallel", 0.10),
     ("missing_argument", 0.10),
     ("refusal", 0.10),
     ("tool_error", 0.08),
-    ("other_call", 0.06),        # another domain's assistant calls a tool from its own list
-    ("other_irrelevant", 0.06),  # ... and no listed tool fits: it says so
+    ("other_call", 0.08),        # another domain's assistant calls a tool from its own list
+    ("other_irrelevant", 0.09),  # ... and no listed tool fits: it says so
     ("tool_absent", 0.04),       # an Acme request whose tool is not in this conversation's list
 ]
 FULL_LIST_SHARE = 0.7  # Acme conversations that see the agent's whole list, in order
@@ -1435,7 +1435,77 @@ OTHER_TOOLS: list[dict] = [
      "params": {"city": _s("City name")},
      "required": ["city"],
      "templates": ["What time zone is {city} in?", "Which time zone does {city} use?", "Time zone for {city}?"]},
+    {"names": ["calculate_circle_area", "circle_area", "area_of_circle"], "does": "compute a circle's area",
+     "description": "Area of a circle from its radius.",
+     "params": {"radius": _num("Radius of the circle"), "unit": _s("Unit of length, e.g. cm")},
+     "required": ["radius"],
+     "templates": ["What's the area of a circle with a radius of {radius}?", "Area of a circle, radius {radius} {length_unit}?",
+                   "Find the area of a circle whose radius is {radius} {length_unit}.",
+                   "A round table has a radius of {radius}; what is its area?"]},
+    {"names": ["calculate_average_speed", "average_speed", "speed_from_distance"], "does": "compute an average speed",
+     "description": "Average speed from a distance and the time it took.",
+     "params": {"distance_km": _num("Distance in kilometres"), "hours": _num("Time taken in hours")},
+     "required": ["distance_km", "hours"],
+     "templates": ["I drove {km} km in {hours} hours. What was my average speed?",
+                   "Average speed for {km} km covered in {hours} hours?",
+                   "A train travels {km} kilometres in {hours} hours; how fast is that on average?"]},
+    {"names": ["convert_temperature", "temperature_converter", "temp_convert"], "does": "convert temperatures",
+     "description": "Convert a temperature between Celsius, Fahrenheit and Kelvin.",
+     "params": {"value": _num("The temperature to convert"),
+                "from_unit": _s("Its scale", enum=["celsius", "fahrenheit", "kelvin"]),
+                "to_unit": _s("The scale to convert to", enum=["celsius", "fahrenheit", "kelvin"])},
+     "required": ["value", "from_unit", "to_unit"],
+     "templates": ["Convert {temp} degrees {from_scale} to {to_scale}.", "What is {temp} {from_scale} in {to_scale}?",
+                   "{temp} degrees {from_scale}, how much is that in {to_scale}?"]},
+    {"names": ["get_team_standings", "league_standings", "team_rank"], "does": "look up league standings",
+     "description": "A team's position in its league table for a season.",
+     "params": {"team": _s("Team name"), "season": _s("Season, e.g. 2022-23")},
+     "required": ["team"],
+     "templates": ["Where do the {team} stand in the league?", "What's the {team}'s position in the {season} season?",
+                   "How did the {team} finish in {season}?", "League table position of the {team}, please."]},
+    {"names": ["get_player_stats", "player_statistics", "athlete_stats"], "does": "look up player statistics",
+     "description": "Season statistics of a player.",
+     "params": {"player": _s("Player's full name"), "season": _s("Season, e.g. 2022-23")},
+     "required": ["player"],
+     "templates": ["Show me {player}'s stats.", "How many points did {player} score in {season}?",
+                   "Get {player}'s statistics for the {season} season.", "What are {player}'s numbers this season?"]},
+    {"names": ["calculate_percentage", "percentage_of", "percent_calculator"], "does": "compute percentages",
+     "description": "What percentage one number is of another.",
+     "params": {"part": _num("The part"), "whole": _num("The whole")},
+     "required": ["part", "whole"],
+     "templates": ["What percentage is {part} of {whole}?", "{part} out of {whole} is what percent?",
+                   "I scored {part} out of {whole}; what's that as a percentage?"]},
+    {"names": ["define_word", "dictionary_lookup", "word_definition"], "does": "define words",
+     "description": "Dictionary definition of an English word.",
+     "params": {"word": _s("The word to define")},
+     "required": ["word"],
+     "templates": ["What does \"{word}\" mean?", "Define the word {word}.", "Give me the definition of {word}.",
+                   "What's the meaning of {word}?"]},
+    {"names": ["count_calories", "calorie_lookup", "food_calories"], "does": "count calories",
+     "description": "Calories in a weight of a food.",
+     "params": {"food": _s("The food"), "grams": _num("Weight in grams")},
+     "required": ["food", "grams"],
+     "templates": ["How many calories are in {grams} g of {food}?", "Calories in {grams} grams of {food}?",
+                   "I ate {grams} grams of {food}. How many calories is that?"]},
+    {"names": ["get_public_holidays", "holiday_calendar", "list_holidays"], "does": "list public holidays",
+     "description": "Public holidays of a country in a year.",
+     "params": {"country": _s("Country name"), "year": _int("Year")},
+     "required": ["country", "year"],
+     "templates": ["What are the public holidays in {country} in {year}?", "List {country}'s holidays for {year}.",
+                   "Which days are national holidays in {country} in {year}?"]},
 ]
+# A namespace per tool: some conversations list a tool as `namespace.name`, as many APIs name them, so that a call
+# copies the listed name whole rather than a name it remembers.
+OTHER_NAMESPACES = {
+    "get_current_weather": "weather", "convert_currency": "finance", "calculate_triangle_area": "geometry",
+    "get_stock_price": "stocks", "translate_text": "language", "find_restaurants": "dining", "get_flight_status": "flights",
+    "calculate_bmi": "health", "compound_interest": "finance", "get_movie_showtimes": "cinema", "get_population": "census",
+    "math_gcd": "math", "search_recipes": "cooking", "get_distance": "maps", "book_hotel": "hotels", "get_time_zone": "clock",
+    "calculate_circle_area": "geometry", "calculate_average_speed": "physics", "convert_temperature": "units",
+    "get_team_standings": "sports", "get_player_stats": "sports", "calculate_percentage": "math", "define_word": "dictionary",
+    "count_calories": "nutrition", "get_public_holidays": "calendar",
+}
+NAMESPACED_SHARE = 0.3
 
 OTHER_VALUES = {
     "from_currency": ["USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "MXN", "INR", "SEK"],
@@ -1449,12 +1519,26 @@ OTHER_VALUES = {
     "ingredient": ["chickpeas", "salmon", "spinach", "tofu", "mushrooms", "lentils", "eggs", "chicken", "pumpkin"],
     "unit": ["celsius", "fahrenheit"],
     "dist_unit": ["km", "miles"],
+    "length_unit": ["cm", "m", "inches", "mm"],
+    "from_scale": ["celsius", "fahrenheit", "kelvin"],
+    "team": ["Boston Celtics", "Chicago Bulls", "Arsenal", "Real Madrid", "Green Bay Packers", "New York Yankees",
+             "Toronto Maple Leafs", "Bayern Munich", "Denver Nuggets", "Liverpool"],
+    "season": ["2021-22", "2022-23", "2023-24", "2019-20"],
+    "player": ["Nikola Jokic", "Lionel Messi", "Serena Williams", "Patrick Mahomes", "Erling Haaland", "Stephen Curry",
+               "Shohei Ohtani", "Connor McDavid", "Megan Rapinoe", "LeBron James"],
+    "word": ["serendipity", "ephemeral", "ubiquitous", "pragmatic", "meticulous", "resilient", "candid", "eloquent"],
+    "food": ["rice", "banana", "cheddar", "almonds", "oatmeal", "avocado", "salmon", "bread", "apple", "pasta"],
 }
+
+# Whole-number fields of other-domain templates: [low, high).
+OTHER_NUMBERS = {"radius": (1, 80), "km": (20, 900), "hours": (1, 12), "temp": (-20, 120), "part": (1, 90),
+                 "whole": (100, 400), "grams": (20, 500)}
 
 # A field's argument name per tool, where it differs from the field name.
 OTHER_FIELD_ARGS = {"city2": "destination", "flight": "flight_number",
                     "weight": "weight_kg", "height": "height_cm", "minutes": "max_minutes", "dist_unit": "unit",
-                    "date": "check_in", "language": "target_language", "phrase": "text"}
+                    "date": "check_in", "language": "target_language", "phrase": "text", "length_unit": "unit",
+                    "km": "distance_km", "temp": "value", "from_scale": "from_unit", "to_scale": "to_unit"}
 
 
 def _other_slot(tool: dict, field: str, pools: Pools, rng: random.Random, ctx: dict) -> tuple[str, str, Any]:
@@ -1471,6 +1555,13 @@ def _other_slot(tool: dict, field: str, pools: Pools, rng: random.Random, ctx: d
     if field == "to_currency":
         v = rng.choice([c for c in OTHER_VALUES["from_currency"] if c != ctx.get("from_currency")])
         return v, arg, v
+    if field == "to_scale":
+        v = rng.choice([c for c in OTHER_VALUES["from_scale"] if c != ctx.get("from_scale")])
+        return v, arg, v
+    if field in OTHER_NUMBERS:
+        lo, hi = OTHER_NUMBERS[field]
+        v = rng.randrange(lo, hi)
+        return str(v), arg, v
     if field in OTHER_VALUES:
         v = rng.choice(OTHER_VALUES[field])
         ctx[field] = v
@@ -1515,8 +1606,10 @@ def other_tool_schema(tool: dict, name: str) -> dict:
 
 for _t in OTHER_TOOLS:
     for _n in _t["names"]:
-        SCHEMAS[_n] = other_tool_schema(_t, _n)["function"]["parameters"]
+        for _full in (_n, f"{OTHER_NAMESPACES[_t['names'][0]]}.{_n}"):
+            SCHEMAS[_full] = other_tool_schema(_t, _full)["function"]["parameters"]
 OTHER_BY_NAME = {n: t for t in OTHER_TOOLS for n in t["names"]}
+OTHER_BY_NAME |= {f"{OTHER_NAMESPACES[t['names'][0]]}.{n}": t for t in OTHER_TOOLS for n in t["names"]}
 
 TOOL_BY_NAME = {t["function"]["name"]: t for t in TOOLS}
 # Off-topic questions that an other-domain tool would answer: never asked beside that tool.
@@ -1524,7 +1617,40 @@ REFUSAL_CONFLICTS = {
     "weather": {"get_current_weather"}, "travel": {"book_hotel", "get_flight_status", "get_distance"},
     "finance": {"get_stock_price", "convert_currency", "compound_interest"}, "creative": {"translate_text"},
     "personal": {"search_recipes", "get_movie_showtimes", "find_restaurants"},
-    "homework": {"math_gcd", "calculate_triangle_area"}, "general": {"get_population", "get_distance", "get_time_zone"},
+    "homework": {"math_gcd", "calculate_triangle_area", "calculate_circle_area", "calculate_percentage",
+                 "calculate_average_speed", "define_word"},
+    "general": {"get_population", "get_distance", "get_time_zone", "get_team_standings", "get_player_stats"},
+    "medical": {"calculate_bmi", "count_calories"},
+}
+
+# Other-domain tools a request is easily mistaken for (shared argument names or topic): a request for
+# one beside only these is the near miss that teaches a model to read the list rather than guess.
+OTHER_NEIGHBOURS = {
+    "get_current_weather": ["get_time_zone", "get_distance", "convert_temperature"],
+    "convert_currency": ["get_stock_price", "compound_interest"],
+    "calculate_triangle_area": ["calculate_bmi", "math_gcd", "calculate_circle_area"],
+    "get_stock_price": ["convert_currency", "compound_interest"],
+    "translate_text": ["get_time_zone", "get_population"],
+    "find_restaurants": ["search_recipes", "book_hotel"],
+    "get_flight_status": ["book_hotel", "get_distance"],
+    "calculate_bmi": ["calculate_triangle_area", "compound_interest"],
+    "compound_interest": ["convert_currency", "get_stock_price"],
+    "get_movie_showtimes": ["find_restaurants", "book_hotel"],
+    "get_population": ["get_time_zone", "get_distance"],
+    "math_gcd": ["calculate_triangle_area", "compound_interest"],
+    "search_recipes": ["find_restaurants", "calculate_bmi"],
+    "get_distance": ["get_flight_status", "get_time_zone"],
+    "book_hotel": ["get_flight_status", "find_restaurants"],
+    "get_time_zone": ["get_current_weather", "get_population", "get_public_holidays"],
+    "calculate_circle_area": ["calculate_triangle_area", "calculate_percentage"],
+    "calculate_average_speed": ["get_distance", "get_flight_status"],
+    "convert_temperature": ["get_current_weather", "convert_currency"],
+    "get_team_standings": ["get_player_stats", "get_stock_price"],
+    "get_player_stats": ["get_team_standings", "get_population"],
+    "calculate_percentage": ["compound_interest", "math_gcd", "calculate_circle_area"],
+    "define_word": ["translate_text", "get_population"],
+    "count_calories": ["search_recipes", "calculate_bmi"],
+    "get_public_holidays": ["get_time_zone", "get_population"],
 }
 
 NONE_FIT_REPLIES = [
@@ -2074,7 +2200,10 @@ class Generator:
 
     # other domains and tool lists ------------------------------------------
     def _other_schema(self, tool: dict) -> dict:
-        return other_tool_schema(tool, self.rng.choice(tool["names"]))
+        name = self.rng.choice(tool["names"])
+        if self.rng.random() < NAMESPACED_SHARE:
+            name = f"{OTHER_NAMESPACES[tool['names'][0]]}.{name}"
+        return other_tool_schema(tool, name)
 
     def _other_request(self, tool: dict) -> tuple[str, dict]:
         """A user request for an other-domain tool: (text, arguments)."""
@@ -2106,6 +2235,9 @@ class Generator:
         conv.call((schema["function"]["name"], {k: args[k] for k in tool["params"] if k in args}))
         pool = [t for t in self.other if t is not tool]
         others = rng.sample(pool, min(len(pool), rng.randrange(0, 4)))
+        near = [t for t in pool if t["names"][0] in OTHER_NEIGHBOURS[tool["names"][0]] and t not in others]
+        if near and rng.random() < 0.4:  # the tool it is mistaken for sits beside it
+            others.append(rng.choice(near))
         tools = [schema] + [self._other_schema(t) for t in others]
         if rng.random() < 0.3:
             tools += [TOOL_BY_NAME[n] for n in self._acme_sample(set(), rng.randrange(1, 4))]
@@ -2121,11 +2253,17 @@ class Generator:
             text, _ = render(self.decorate(rng.choice(self.refusals[cat])), self.pools, rng)
             pool = [t for t in self.other if t["names"][0] not in REFUSAL_CONFLICTS.get(cat, ())]
             listed = rng.sample(pool, min(len(pool), rng.randrange(1, 5)))
-        else:  # a request for a tool that is not in the list
+        else:  # a request for a tool that is not in the list, most often beside a tool it is mistaken for
             wanted = rng.choice(self.other)
             text, _ = self._other_request(wanted)
             pool = [t for t in self.other if t is not wanted]
-            listed = rng.sample(pool, min(len(pool), rng.randrange(1, 5)))
+            near = [t for t in pool if t["names"][0] in OTHER_NEIGHBOURS[wanted["names"][0]]]
+            if near and rng.random() < 0.7:
+                listed = [rng.choice(near)]
+                rest = [t for t in pool if t is not listed[0]]
+                listed += rng.sample(rest, rng.choice([0, 0, 1, 2]))
+            else:
+                listed = rng.sample(pool, min(len(pool), rng.randrange(1, 5)))
         conv.user(text)
         tools = [self._other_schema(t) for t in listed]
         caps = [t["does"] for t in listed]

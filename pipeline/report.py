@@ -654,7 +654,7 @@ FORGETTING_HEADER = ["BFCL category", "questions", "selection base", "selection 
 
 def forgetting_rows(f: dict) -> list[list[str]]:
     """The evaluate stage's BFCL sample, a row per category: questions, selection and AST accuracy, base and tuned
-    (selection is worked out again from AST for a report written before it was recorded: "-")."""
+    ("-" for the selection of a report written before it was recorded)."""
     rows = []
     for c, v in f["tuned"]["categories"].items():
         b = f.get("base", {}).get("categories", {}).get(c, {})

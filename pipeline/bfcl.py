@@ -147,6 +147,28 @@ def score(bitems: list[dict], outputs: list[str], fmt: str) -> tuple[dict, list[
             "summary": summary(acc, per)}, preds
 
 
+SAMPLE_HEADER = ["BFCL category", "questions", "selection base", "selection tuned", "AST base", "AST tuned"]
+
+
+def sample_rows(f: dict) -> list[list[str]]:
+    """The evaluate stage's BFCL sample, a row per category: questions, selection and AST accuracy, base and tuned
+    ("-" for the selection of a report written before it was recorded)."""
+    def p(v):
+        return "-" if v is None else f"{v:.1%}"
+
+    rows = []
+    for c, v in f["tuned"]["categories"].items():
+        b = f.get("base", {}).get("categories", {}).get(c, {})
+        rows.append([c, str(v["total"]), p(b.get("selection")), p(v.get("selection")), p(b.get("accuracy")), p(v["accuracy"])])
+    return rows
+
+
+def sample_table(f: dict) -> list[str]:
+    """The same as Markdown table lines."""
+    return ["| " + " | ".join(SAMPLE_HEADER) + " |", "|---" * len(SAMPLE_HEADER) + "|",
+            *("| " + " | ".join(row) + " |" for row in sample_rows(f))]
+
+
 def summary(acc: dict, per: dict) -> dict:
     """The leaderboard's columns from per-category accuracy (None where a category was not run)."""
     def mean(cats):

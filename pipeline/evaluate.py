@@ -532,19 +532,13 @@ def markdown(recipe: Recipe, r: dict) -> str:
         lines.append("")
     f = r.get("forgetting")
     if f:
-        cats = list(f["tuned"]["categories"])
         lines += ["## Forgetting check: a BFCL sample", "",
                   "Questions of the Berkeley Function Calling Leaderboard with their own functions (not this agent's), "
                   "scored twice: tool selection (the expected functions are called, whatever the arguments; irrelevance: "
                   "no call) and BFCL's AST checker (every argument at an acceptable value). A tuned model below its base "
                   "here has learned to call tools it should not, or stopped reading the tool list it is given. "
                   "`make bfcl` runs every category.", "",
-                  "| BFCL category | questions | selection base | selection tuned | AST base | AST tuned |",
-                  "|---|---|---|---|---|---|"]
-        for c in cats:
-            t, b = f["tuned"]["categories"][c], f.get("base", {}).get("categories", {}).get(c, {})
-            lines.append(f"| {c} | {t['total']} | {fmt_pct(b.get('selection'))} | {fmt_pct(t['selection'])} | "
-                         f"{fmt_pct(b.get('accuracy'))} | {fmt_pct(t['accuracy'])} |")
+                  *bfcl.sample_table(f)]
         lines += [f"- tuned `{x['id']}` ({x['category']}): {x['why']}; produced `{x['produced'].strip()[:150]}`"
                   for x in f["tuned"]["failures"]]
         lines.append("")

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from pipeline import bfcl
 from pipeline.lib.common import console, rel, write_bytes_atomic, write_text_atomic
 from pipeline.lib.recipe import ROOT, scrub
 
@@ -426,7 +427,7 @@ def build_html(d: dict) -> str:
         f = ev.get("forgetting")
         if f:
             parts.append("<h3>Forgetting check: a BFCL sample</h3>"
-                         + table(FORGETTING_HEADER, [[esc(x) for x in row] for row in forgetting_rows(f)], {1, 2, 3, 4, 5}))
+                         + table(bfcl.SAMPLE_HEADER, [[esc(x) for x in row] for row in bfcl.sample_rows(f)], {1, 2, 3, 4, 5}))
         groups = d["failure_groups"]
         if groups:
             parts.append("<h3>Failures of the tuned model, by kind</h3>")
@@ -589,8 +590,7 @@ def model_card(d: dict) -> str:
         if f:
             lines += ["A fixed sample of the Berkeley Function Calling Leaderboard (other domains' functions): tool selection "
                       "(the expected functions called, or none for irrelevance) and BFCL's AST checker (arguments too):", "",
-                      "| " + " | ".join(FORGETTING_HEADER) + " |", "|---" * len(FORGETTING_HEADER) + "|"]
-            lines += ["| " + " | ".join(row) + " |" for row in forgetting_rows(f)]
+                      *bfcl.sample_table(f)]
             lines.append("")
     else:
         lines += ["Not evaluated yet: `make evaluate` adds the table here.", ""]
@@ -647,20 +647,6 @@ def model_card(d: dict) -> str:
     for k, h in ((d["sidecars"].get("validate") or {}).get("inputs") or {}).items():
         lines.append(f"- `{Path(k).name}`: sha256 `{h}`")
     return scrub("\n".join(lines) + "\n")
-
-
-FORGETTING_HEADER = ["BFCL category", "questions", "selection base", "selection tuned", "AST base", "AST tuned"]
-
-
-def forgetting_rows(f: dict) -> list[list[str]]:
-    """The evaluate stage's BFCL sample, a row per category: questions, selection and AST accuracy, base and tuned
-    ("-" for the selection of a report written before it was recorded)."""
-    rows = []
-    for c, v in f["tuned"]["categories"].items():
-        b = f.get("base", {}).get("categories", {}).get(c, {})
-        rows.append([c, str(v["total"]), pct(b.get("selection")), pct(v.get("selection")), pct(b.get("accuracy")),
-                     pct(v["accuracy"])])
-    return rows
 
 
 def limitations(d: dict) -> list[str]:

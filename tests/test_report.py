@@ -131,7 +131,7 @@ def test_report_page_and_markdown_hold_what_the_run_did(run, monkeypatch):
     assert f"<td class=n>{report.pct(ev['tuned']['tool_selection'])}</td>" in page
     points = re.search(r'<polyline points="([^"]+)"[^>]*stroke="' + report.COLOURS["loss"], page).group(1).split()
     assert len(points) == STEPS  # one point per logged step
-    rows = report.forgetting_rows(ev["forgetting"])  # the BFCL sample: selection and AST, base and tuned
+    rows = report.bfcl.sample_rows(ev["forgetting"])  # the BFCL sample: selection and AST, base and tuned
     assert [r[0] for r in rows] == ["irrelevance", "simple_python", "multiple"] and "-" not in rows[0]
     card = (run / "export" / "README.md").read_text()
     assert all("| " + " | ".join(r) + " |" in card for r in rows) and "selection tuned" in page

@@ -1604,12 +1604,14 @@ def other_tool_schema(tool: dict, name: str) -> dict:
         "parameters": {"type": "object", "properties": tool["params"], "required": tool["required"]}}}
 
 
-for _t in OTHER_TOOLS:
-    for _n in _t["names"]:
-        for _full in (_n, f"{OTHER_NAMESPACES[_t['names'][0]]}.{_n}"):
-            SCHEMAS[_full] = other_tool_schema(_t, _full)["function"]["parameters"]
-OTHER_BY_NAME = {n: t for t in OTHER_TOOLS for n in t["names"]}
-OTHER_BY_NAME |= {f"{OTHER_NAMESPACES[t['names'][0]]}.{n}": t for t in OTHER_TOOLS for n in t["names"]}
+def namespaced(tool: dict, name: str) -> str:
+    return f"{OTHER_NAMESPACES[tool['names'][0]]}.{name}"
+
+
+# Every name an other-domain tool is listed under, plain or namespaced
+OTHER_BY_NAME = {full: t for t in OTHER_TOOLS for n in t["names"] for full in (n, namespaced(t, n))}
+for _full, _t in OTHER_BY_NAME.items():
+    SCHEMAS[_full] = other_tool_schema(_t, _full)["function"]["parameters"]
 
 TOOL_BY_NAME = {t["function"]["name"]: t for t in TOOLS}
 # Off-topic questions that an other-domain tool would answer: never asked beside that tool.
@@ -2202,7 +2204,7 @@ class Generator:
     def _other_schema(self, tool: dict) -> dict:
         name = self.rng.choice(tool["names"])
         if self.rng.random() < NAMESPACED_SHARE:
-            name = f"{OTHER_NAMESPACES[tool['names'][0]]}.{name}"
+            name = namespaced(tool, name)
         return other_tool_schema(tool, name)
 
     def _other_request(self, tool: dict) -> tuple[str, dict]:

@@ -50,7 +50,8 @@ PY := .venv/bin/python
 R := runs/$(RUN)
 VENV := .venv/.installed
 SERVE_VENV := .venv-serve/.installed
-STAGE = $(PY) -m pipeline.$(1) --recipe $(RECIPE) --run $(RUN)
+STAGE = $(PY) -m pipeline.stages.$(1) --recipe $(RECIPE) --run $(RUN)
+REPORT = $(PY) -m pipeline.commands.report --run $(RUN) --after-stage
 # Every stage depends on all of the package's sources and templates: Make over-approximates, and the
 # stage's fingerprint (the modules it really imports, the template text, the recipe keys it reads) decides.
 SRC := $(wildcard pipeline/*.py pipeline/*/*.py pipeline/templates/*.jinja) recipes/$(RECIPE).yaml
@@ -62,6 +63,7 @@ export TOKENIZERS_PARALLELISM=false
 
 help: ## this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@python3 -m pipeline.lib.stages help
 	@echo "  variables: RECIPE=$(RECIPE) RUN=$(RUN) ARGS=\"key=value ...\"  (recipes: $$(ls recipes | sed 's/.yaml//' | tr '\n' ' '))"
 
 $(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/install.sh
@@ -80,57 +82,45 @@ llamacpp: $(VENV) ## build llama.cpp's llama-server and llama-quantize once (~8 
 	@bash scripts/install_llamacpp.sh
 
 $(R)/recipe.yaml: FORCE | $(VENV)
-	@$(PY) -m pipeline.resolve --recipe $(RECIPE) --run $(RUN) --write
+	@$(PY) -m pipeline.commands.resolve --recipe $(RECIPE) --run $(RUN) --write
 
 preflight: $(VENV) ## check this recipe can run here (GPU, model, packages): every missing thing at once
-	@$(PY) -m pipeline.preflight --recipe $(RECIPE)
+	@$(PY) -m pipeline.commands.preflight --recipe $(RECIPE)
 
-$(R)/validate/stage.json: $(R)/recipe.yaml $(SRC)
-	$(call STAGE,validate)
-$(R)/count/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(SRC)
-	$(call STAGE,count)
-$(R)/load/stage.json: $(R)/recipe.yaml $(SRC)
-	$(call STAGE,load)
-$(R)/sft/stage.json: $(R)/recipe.yaml $(R)/count/stage.json $(R)/load/stage.json $(SRC)
-	$(call STAGE,sft)
-$(R)/export/stage.json: $(R)/recipe.yaml $(R)/sft/stage.json $(SRC)
-	$(call STAGE,export)
-$(R)/evaluate/stage.json: $(R)/recipe.yaml $(R)/validate/stage.json $(R)/export/stage.json $(SRC)
-	$(call STAGE,evaluate)
-$(R)/gguf/stage.json: $(R)/recipe.yaml $(R)/export/stage.json $(SRC) | llamacpp
-	$(call STAGE,gguf)
-$(R)/bfcl/stage.json: $(R)/recipe.yaml $(R)/export/stage.json $(SRC)
-	$(call STAGE,bfcl)
-
-# One name per stage: the make target, the module (python -m pipeline.<stage>) and the folder runs/<RUN>/<stage>/.
-validate: $(R)/validate/stage.json ## stage 1: check the data against the tool schemas, split train/eval
-count: $(R)/count/stage.json ## stage 2: exact token budget with the real tokenizer and template
-load: $(R)/load/stage.json ## stage 3: resolve backend/model/dtype/4-bit, print the VRAM plan, load once
-sft: $(R)/sft/stage.json ## stage 4: LoRA SFT on assistant turns (resumes after an interruption)
-export: $(R)/export/stage.json ## stage 5: merged 16-bit model + adapter, checked against the adapter
-evaluate: $(R)/evaluate/stage.json ## stage 6: base vs tuned tool-calling accuracy on the held-out split
+# The stages come from the one list (pipeline/lib/stages.py): each is a file target, its sidecar, that depends on
+# the resolved recipe, the package's sources and the stages it reads; after it, the run report is refreshed
+# (a report failure is shown and loses no stage's work).
+STAGE_SPECS := $(shell python3 -m pipeline.lib.stages make)
+spec_part = $(word $(2),$(subst :, ,$(1)))
+define stage_rule
+$(R)/$(call spec_part,$(1),1)/stage.json: $(R)/recipe.yaml $(foreach d,$(subst +, ,$(call spec_part,$(1),3)),$(R)/$(d)/stage.json) $(SRC) $(if $(filter gguf,$(call spec_part,$(1),1)),| llamacpp)
+	$$(call STAGE,$(call spec_part,$(1),2))
+	@$$(REPORT)
+$(call spec_part,$(1),1): $(R)/$(call spec_part,$(1),1)/stage.json
+endef
+$(foreach s,$(STAGE_SPECS),$(eval $(call stage_rule,$(s))))
+STAGE_NAMES := $(foreach s,$(STAGE_SPECS),$(call spec_part,$(s),1))
+$(if $(STAGE_NAMES),,$(error python3 -m pipeline.lib.stages gave no stages: tooltune needs python3 >= 3.11 on PATH))
 eval: evaluate ## the same as evaluate
-gguf: $(R)/gguf/stage.json ## GGUF files (export.gguf) + Ollama Modelfiles from the export, by llama.cpp's own tools
-bfcl: $(R)/bfcl/stage.json ## base vs tuned on BFCL's single-turn categories, judged by BFCL's own AST checker
 
 train: ## the whole chain: validate, count, load, sft, export, evaluate
 	@$(MAKE) --no-print-directory preflight
-	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/evaluate/stage.json && $(PY) -m pipeline.status --run $(RUN) --since $$since
+	@since=$$(date +%s); $(MAKE) --no-print-directory $(R)/evaluate/stage.json && $(PY) -m pipeline.commands.status --run $(RUN) --since $$since
 
 serve: $(VENV) $(if $(GGUF),,$(SERVE_VENV)) ## vLLM's OpenAI server on runs/$(RUN)/export (LORA=1: base + adapter; GGUF=q4_k_m: llama-server), PORT=8000
-	@$(PY) -m pipeline.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora) $(if $(GGUF),--gguf $(GGUF))
+	@$(PY) -m pipeline.commands.serve --recipe $(RECIPE) --run $(RUN) --port $(PORT) $(if $(filter 1,$(LORA)),--lora) $(if $(GGUF),--gguf $(GGUF))
 
 tools: $(VENV) ## tool schemas from an MCP server: MCP="command args" (stdio) or MCP=http://host:port/mcp, OUT=tools.json
-	@$(PY) -m pipeline.tools --out $(or $(OUT),tools.json)
+	@$(PY) -m pipeline.commands.tools --out $(or $(OUT),tools.json)
 
 synth: $(VENV) ## conversations from a teacher: TOOLS=tools.json N=2000 TEACHER=http://host:port/v1 MODEL=name (its key from env TEACHER_API_KEY), OUT=synth
-	@$(PY) -m pipeline.synth --tools $(or $(TOOLS),tools.json) --n $(or $(N),0) --out $(or $(OUT),synth) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+	@$(PY) -m pipeline.commands.synth --tools $(or $(TOOLS),tools.json) --n $(or $(N),0) --out $(or $(OUT),synth) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
 
 review: $(VENV) ## IN=synth: apply the accept/drop decisions written into IN/review.jsonl, list what is queued, write IN/review.html
-	@$(PY) -m pipeline.synth --review --tools $(or $(TOOLS),tools.json) --out $(or $(IN),synth)
+	@$(PY) -m pipeline.commands.synth --review --tools $(or $(TOOLS),tools.json) --out $(or $(IN),synth)
 
 report: $(VENV) ## rebuild runs/$(RUN)/report.html, report.md (+ loss.png) and export/README.md from the run folder
-	@$(PY) -m pipeline.report --run $(RUN)
+	@$(PY) -m pipeline.commands.report --run $(RUN)
 
 chromium: ## Debian's Chromium for the report's screenshot check (apt, once)
 	@bash scripts/install_chromium.sh
@@ -139,10 +129,10 @@ screenshot: $(VENV) chromium ## open runs/$(RUN)/report.html in headless Chromiu
 	@$(PY) scripts/report_screenshot.py $(R)/report.html $(R)/report.png
 
 status: $(VENV) ## one line per stage of runs/$(RUN)
-	@$(PY) -m pipeline.status --run $(RUN)
+	@$(PY) -m pipeline.commands.status --run $(RUN)
 
 plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub needed)
-	@$(PY) -m pipeline.plan --recipe $(RECIPE) --run $(RUN)
+	@$(PY) -m pipeline.commands.plan --recipe $(RECIPE) --run $(RUN)
 
 test: lint $(SERVE_VENV) llamacpp chromium ## the linter, then the test suite, real vLLM and llama.cpp servers and Chromium included (GPU tests skip without a GPU)
 	$(PY) -m pytest -q
@@ -154,13 +144,13 @@ bench: $(VENV) ## speed and memory as ratios against baselines measured in the s
 	@$(PY) -m bench.speed
 
 gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); skips without a GPU
-	@if [ -f scripts/gpu_check.py ]; then $(PY) scripts/gpu_check.py; else echo "no GPU check yet"; fi
+	@$(PY) bench/gpu_check.py
 
 gpu-rehearsal: $(VENV) ## full-size 8B rehearsal on a GPU: unsloth vs hf vs plain TRL, plan vs measured VRAM, the 8B merge
-	@$(PY) scripts/gpu_rehearsal.py
+	@$(PY) bench/gpu_rehearsal.py
 
 import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl|openai-log IN=file OUT=file.jsonl to the canonical format
-	$(PY) -m pipeline.formats $(FORMAT) $(IN) $(OUT)
+	$(PY) -m pipeline.commands.importer $(FORMAT) $(IN) $(OUT)
 
 clean: ## delete runs/$(RUN) (only a run folder: one with a recipe.yaml)
 	@if [ ! -e $(R) ]; then echo "make clean: $(R) does not exist"; \

@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.lib.common import console, versions, write_json_atomic
-from pipeline.validate import BUNDLED, bundled_tools, read_records
+from pipeline.lib.conversations import BUNDLED, bundled_tools, read_records
 from pipeline.lib.recipe import ROOT
 
 RECIPE = "smollm2-135m-tools"
@@ -133,8 +133,8 @@ def machine() -> dict:
 
 def load_chat():
     from pipeline.lib import recipe as recipe_mod
-    from pipeline.lib.template import Chat
     from pipeline.lib.models import load_tokenizer
+    from pipeline.lib.template import Chat
 
     recipe = recipe_mod.load(RECIPE, [])
     tok = load_tokenizer(recipe)
@@ -145,7 +145,7 @@ def load_chat():
 
 def bench_validate(cfg: dict, tmp: Path) -> dict:
     from pipeline.lib import recipe as recipe_mod
-    from pipeline import validate
+    from pipeline.stages import s1_validate as validate
 
     n = cfg["validate_lines"]
     tools = bundled_tools()
@@ -326,7 +326,7 @@ def train_worker(spec: dict) -> dict:
     from pipeline.lib.backends import lora_config_kwargs, n_layers_of
     from pipeline.lib.models import builtin_dir, load_tokenizer
     from pipeline.lib.packing import PackCollator
-    from pipeline.sft import make_trainer_class
+    from pipeline.lib.trainer import make_trainer_class
 
     # Every configuration uses the article's LoRA placement (all blocks) unless it says otherwise.
     recipe = recipe_mod.load(RECIPE, [f"lora.top_layers={spec.get('top_layers') or 'null'}"])
@@ -485,7 +485,7 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
                      "baseline: TRL SFTTrainer + peft LoRA, TRL's default collator (right-padded rows), no packing, "
                      "labels = assistant tokens; its compute_loss is transformers.Trainer.compute_loss (the model's "
                      "own cross-entropy over all logits) because TRL 1.15's fused LM-head loss needs Triton, which "
-                     "CPU torch lacks; the tooltune configs use pipeline.sft.make_trainer_class(SFTTrainer)",
+                     "CPU torch lacks; the tooltune configs use pipeline.lib.trainer.make_trainer_class(SFTTrainer)",
                      "every configuration: same LoRA init (torch.manual_seed before get_peft_model, the recipe's "
                      "LoRA settings incl. rsLoRA and dropout 0 so that losses are comparable), same conversations "
                      "in the same batches, constant lr, adamw_torch, fp32 weights, one subprocess each",
@@ -530,9 +530,10 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
 # --- 4. evaluation --------------------------------------------------------------------------------
 
 def bench_eval(cfg: dict) -> dict:
-    from pipeline.evaluate import eval_items, load_model
     from pipeline.lib.generation import common_prefix_len, greedy
+    from pipeline.lib.inference import load_model
     from pipeline.lib.models import resolve
+    from pipeline.lib.scoring import eval_items
 
     tools = bundled_tools()
     recipe, tok, chat = load_chat()
@@ -569,11 +570,13 @@ def bench_serve(cfg: dict, tmp: Path) -> dict:
     vLLM's OpenAI server (eval.engine=vllm), started with and without graph compilation; the server's start time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.evaluate import eval_items, from_message, generate, load_model, wire
+    from pipeline.lib.inference import generate, load_model
     from pipeline.lib.models import resolve
     from pipeline.lib.parse import parse
+    from pipeline.lib.scoring import eval_items, from_message, wire
+    from pipeline.lib.servers import SERVE_PY, Server, free_port, vllm_command
+    from pipeline.lib.servers import chat as post
     from pipeline.lib.template import TEMPLATES
-    from pipeline.serve import SERVE_PY, Server, chat as post, free_port, vllm_command
 
     if not SERVE_PY.is_file():
         raise RuntimeError("no .venv-serve: run `make serve-venv` first")

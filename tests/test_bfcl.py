@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-bfcl = pytest.importorskip("pipeline.bfcl")
+bfcl = pytest.importorskip("pipeline.lib.bfcl")
 pytest.importorskip("bfcl_eval")
 
-from pipeline.formats import _bfcl_resolve  # noqa: E402
+from pipeline.lib.formats import _bfcl_resolve  # noqa: E402
 
 
 def pick(params: dict, required: list[str], last: bool) -> dict:
@@ -143,8 +143,8 @@ def test_tooltunes_argument_metric_accepts_what_bfcls_checker_accepts(answered, 
     """BFCL imported to the canonical format keeps every acceptable form (`acceptable` on each call); the eval's own
     argument metric, scoring a reply against that record, agrees with BFCL's checker on each possible answer, in
     each acceptable form, and on each corrupted one."""
-    from pipeline.evaluate import eval_items, score
-    from pipeline.formats import import_bfcl
+    from pipeline.lib.formats import import_bfcl
+    from pipeline.lib.scoring import eval_items, score
 
     records, items, texts, theirs = [], [], [], []
     for it in answered:
@@ -175,7 +175,7 @@ def test_tooltunes_argument_metric_accepts_what_bfcls_checker_accepts(answered, 
 
 
 def test_the_validator_keeps_acceptable_forms_and_refuses_ones_that_do_not_admit_the_call():
-    from pipeline.validate import Schemas, check_line
+    from pipeline.lib.conversations import Schemas, check_line
 
     tools = [{"type": "function", "function": {"name": "area", "parameters": {
         "type": "object", "properties": {"base": {"type": "number"}, "unit": {"type": "string"}}, "required": ["base"]}}}]

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
+from pipeline.lib.common import StageError
 from pipeline.lib.mask import audit_mask, tokenize_with_mask
 from pipeline.lib.parse import parse
-from pipeline.lib.template import Chat, detect_format
-from pipeline.lib.common import StageError
-from pipeline.lib.template import TEMPLATES
+from pipeline.lib.template import TEMPLATES, Chat, detect_format
 
 TOOLS = [
     {"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
@@ -253,7 +252,7 @@ def _hermes_chat(smol_dir):
 
 def test_hermes_renderer_equals_the_template_on_the_bundled_data(smol_dir):
     """Text and assistant spans, conversation by conversation, on every bundled conversation."""
-    from pipeline.validate import BUNDLED, bundled_tools, read_records
+    from pipeline.lib.conversations import BUNDLED, bundled_tools, read_records
     from pipeline.lib.mask import assistant_spans
 
     c = _hermes_chat(smol_dir)

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from pipeline import count, validate
+from pipeline.lib import artifacts
 from pipeline.lib.template import adapt
+from pipeline.stages import s1_validate as validate
+from pipeline.stages import s2_count as count
 
 
 def run_count(runs_dir, run, extra):
@@ -19,7 +21,7 @@ def run_count(runs_dir, run, extra):
 
 def direct_ids(tokenizer, template, run_dir):
     """Token ids of every training example by the plain per-example apply_chat_template(tokenize=True)."""
-    records = validate.load_split(run_dir, "train")
+    records = artifacts.load_split(run_dir, "train")
     fmt = json.loads((run_dir / "count" / "report.json").read_text())["template_format"]
     out = []
     for r in records:

@@ -11,7 +11,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "customer_service"
 FILES = ["tools.json", "train.jsonl", "eval.jsonl"]
@@ -257,7 +256,7 @@ def test_eval_is_held_out(splits):
 
 
 def _norm_text(s: str) -> str:
-    # the validator's normalization (pipeline.validate.norm_text)
+    # the validator's normalization (pipeline.lib.conversations.norm_text)
     return re.sub(r"\s+", " ", s.strip().lower())
 
 

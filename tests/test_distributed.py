@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import count, load, validate
 from pipeline.lib.recipe import ROOT
+from pipeline.stages import s1_validate as validate
+from pipeline.stages import s2_count as count
+from pipeline.stages import s3_load as load
 
 STEPS = 6
 
@@ -45,7 +47,7 @@ def prepared(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def sft_cmd(run: str, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pipeline.sft", "--recipe", "smollm2-135m-tools", "--run", run, *args]
+    return [sys.executable, "-m", "pipeline.stages.s4_sft", "--recipe", "smollm2-135m-tools", "--run", run, *args]
 
 
 def env_for(runs: Path) -> dict:
@@ -194,7 +196,7 @@ def test_unsloth_on_several_gpus_names_the_hf_backend():
                                                                  "master_addr=10.0.0.5"]), ["--run", "x"], True)
     text = " ".join(cmd)
     assert "--num_processes 8 --num_machines 2 --machine_rank 1 --main_process_ip 10.0.0.5" in text
-    assert text.endswith("-m pipeline.sft --run x")
+    assert text.endswith("-m pipeline.stages.s4_sft --run x")
 
 
 def test_fsdp_on_cpus_is_refused_with_the_fix(prepared, tiny_model_dir, tmp_path):

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from pipeline import count, evaluate, export, load, sft, validate
+from pipeline.lib import scoring
+from pipeline.stages import s1_validate as validate
+from pipeline.stages import s2_count as count
+from pipeline.stages import s3_load as load
+from pipeline.stages import s4_sft as sft
+from pipeline.stages import s5_export as export
+from pipeline.stages import s6_evaluate as evaluate
 
 
 def tiny_args(model_dir) -> list[str]:
@@ -74,7 +80,7 @@ def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):
 
 
 def test_llama_recipe_stops_before_loading_without_gpu(capsys):
-    from pipeline import preflight
+    from pipeline.commands import preflight
 
     with pytest.raises(SystemExit) as exc:
         preflight.main(["--recipe", "llama31-8b-tools"])
@@ -106,22 +112,22 @@ def test_the_reply_budget_lets_every_reference_reply_be_generated_whole(smol_dir
     """eval.max_new_tokens=0 sizes generation to the data: a call cut off at a fixed limit does not parse
     and scores as a wrong tool, whatever the model chose (the old fixed 80 cut the bundled data's
     parallel calls: up to ~150 tokens)."""
-    from pipeline.validate import BUNDLED, bundled_tools, read_records
-    from pipeline.lib.template import TEMPLATES, Chat, detect_format
-
     from transformers import AutoTokenizer
+
+    from pipeline.lib.conversations import BUNDLED, bundled_tools, read_records
+    from pipeline.lib.template import TEMPLATES, Chat, detect_format
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
     template = (TEMPLATES / "hermes.jinja").read_text()
     chat = Chat(tok, template, detect_format(template))
     items = evaluate.eval_items(read_records(BUNDLED / "eval.jsonl", bundled_tools())[:60], chat.fmt, None)
-    lengths = [evaluate.reference_tokens(chat, it) for it in items]
+    lengths = [scoring.reference_tokens(chat, it) for it in items]
     budget, info = evaluate.reply_budget(chat, items, 0)
     assert budget == max(lengths) + evaluate.SLACK and info["references_longer_than_budget"] == 0
     assert info["longest_reference"] == max(lengths) > 80
     # The reply counted is exactly what the template appends to the prompt: the call and the end of turn.
     parallel = next(it for it in items if len(it["reference"]["calls"]) == 2)
-    n = evaluate.reference_tokens(chat, parallel)
+    n = scoring.reference_tokens(chat, parallel)
     prompt = chat.render_adapted(parallel["messages"], parallel["tools"], add_generation_prompt=True)
     full = chat.render_adapted(parallel["messages"] + [parallel["reference"]["message"]], parallel["tools"])
     assert n == len(tok(full, add_special_tokens=False)["input_ids"]) - len(tok(prompt, add_special_tokens=False)["input_ids"])

@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.formats import (  # noqa: E402
+from pipeline.lib.formats import (  # noqa: E402
     bfcl_types_to_json_schema,
     convert,
     import_bfcl,
@@ -216,7 +216,7 @@ def test_bfcl_without_answers_rejects_all():
 
 
 def test_cli_and_atomic_output(tmp_path):
-    from pipeline.formats import main
+    from pipeline.commands.importer import main
 
     out = tmp_path / "o.jsonl"
     assert main(["bfcl", str(DATA / "bfcl_questions.jsonl"), str(out), "--answers", str(DATA / "bfcl_answers.jsonl")]) == 0
@@ -228,8 +228,8 @@ def test_cli_and_atomic_output(tmp_path):
 def test_openai_log_production_failures_go_to_review_with_their_conversation(tmp_path):
     """Logged chat completions: valid exchanges become conversations; a call to an unknown tool, one that fails
     its schema, or one marked wrong goes to the rejects (review) file whole; a correction makes it training data."""
-    from pipeline.formats import convert
-    from pipeline.validate import read_records
+    from pipeline.lib.conversations import read_records
+    from pipeline.lib.formats import convert
 
     tools = [{"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
                                                "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},

@@ -10,16 +10,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from pipeline.lib.recipe import ROOT
 from test_serve import CALL, ask, weather_run
+
+from pipeline.lib import artifacts, servers
+from pipeline.lib.recipe import ROOT
 
 DATA = ROOT / "data" / "customer_service"
 
 
 def llamacpp() -> Path:
-    from pipeline.gguf import llamacpp_dir
     from pipeline.lib.common import StageError
+    from pipeline.lib.servers import llamacpp_dir
 
     try:
         return llamacpp_dir(build=False)
@@ -122,8 +123,15 @@ def test_the_modelfile_template_renders_every_eval_prompt_as_training_did(ollama
 # --- llama.cpp on a tiny export -----------------------------------------------------------------------------
 
 def test_make_gguf_then_llama_server_parses_the_calls_and_the_eval_scores_each_gguf(smol_dir, tmp_path, monkeypatch, capsys):
-    from pipeline import count, evaluate, export, gguf, load, serve, sft, validate
+    from pipeline.commands import serve
     from pipeline.lib.template import Chat, adapt
+    from pipeline.stages import s1_validate as validate
+    from pipeline.stages import s2_count as count
+    from pipeline.stages import s3_load as load
+    from pipeline.stages import s4_sft as sft
+    from pipeline.stages import s5_export as export
+    from pipeline.stages import s6_evaluate as evaluate
+    from pipeline.stages import s7_gguf as gguf
 
     tools_dir = llamacpp()
     if not (ROOT / ".venv-serve" / ".installed").is_file():
@@ -131,7 +139,7 @@ def test_make_gguf_then_llama_server_parses_the_calls_and_the_eval_scores_each_g
     recipe, run_dir, args = weather_run(smol_dir, tmp_path, monkeypatch, (validate, count, load, sft, export, gguf),
                                         ("export.gguf=[f16,q4_k_m]",))
     out = run_dir / "gguf"
-    files = gguf.gguf_files(run_dir, None, "export.gguf")
+    files = artifacts.gguf_files(run_dir, None, "export.gguf")
     assert sorted(files) == ["f16", "q4_k_m"] and all(p.stat().st_size > 0 for p in files.values())
     assert files["q4_k_m"].stat().st_size < files["f16"].stat().st_size
     template = (run_dir / "export" / "chat_template.jinja").read_text()
@@ -146,15 +154,15 @@ def test_make_gguf_then_llama_server_parses_the_calls_and_the_eval_scores_each_g
     first = json.loads((DATA / "eval.jsonl").read_text().splitlines()[0])
     bundled_tools = json.loads((DATA / "tools.json").read_text())
     msgs = adapt(first["messages"], chat.fmt)
-    port = serve.free_port()
+    port = servers.free_port()
     cmd = serve.llama_server_command(files["f16"], port=port, ctx=1024)
-    with serve.Server(cmd, port, tmp_path / "llama-server.log", name="llama-server") as server:
+    with servers.Server(cmd, port, tmp_path / "llama-server.log", name="llama-server") as server:
         took = server.wait_ready(timeout=120)
         reply = ask(port, files["f16"].stem)
         # The GGUF's embedded template renders the first eval conversation (every assistant turn's prompt: tools,
         # calls, tool results) to the same text as the run's template.
         for i in [i for i, m in enumerate(msgs) if m["role"] == "assistant"]:
-            got = serve.post(f"http://127.0.0.1:{port}/apply-template",
+            got = servers.post(f"http://127.0.0.1:{port}/apply-template",
                              {"messages": evaluate.wire(msgs[:i]), "tools": bundled_tools})["prompt"]
             assert got == chat.prompt(msgs[:i], bundled_tools), i
     with capsys.disabled():

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py: skips cleanly without a GPU, its helpers, a CPU smoke run, and (on a GPU) the real check."""
+"""bench/gpu_check.py: skips cleanly without a GPU, its helpers, a CPU smoke run, and (on a GPU) the real check."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gpu_check.py"
+SCRIPT = ROOT / "bench" / "gpu_check.py"
 
 
 def params_total(cfg: dict) -> int:
     """The plan's parameter count (the GPU check reports it beside the model's own count)."""
-    from pipeline.plan import params_from_config
+    from pipeline.lib.planner import params_from_config
 
     return params_from_config(cfg)["total"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import validate
+from pipeline.lib import conversations
 from pipeline.lib import recipe as recipe_mod
 from pipeline.lib.recipe import ROOT, RecipeError
 
@@ -81,7 +81,7 @@ def test_lines_with_nan_duplicate_keys_or_control_markup_are_rejected_with_their
     assert codes.keys() == want.keys() and all(want[k] in codes[k] for k in want), codes
     for name in ("train.jsonl", "eval.jsonl"):  # what was accepted is strict JSON
         for line in (runs / "hostile" / "validate" / name).read_text().splitlines():
-            validate.loads_strict(line)
+            conversations.loads_strict(line)
     assert "special_token" in out.stdout and "<|im_end|>" in out.stdout
 
 
@@ -103,7 +103,7 @@ def test_a_huge_rejected_line_is_not_copied_whole(tmp_path, runs):
     assert out.returncode == 0, out.stderr[-3000:]
     (row,) = rejects(runs, "huge")
     assert row["line"] == 1 and row["errors"][0]["code"] == "too_long"
-    assert row["raw_truncated"] is True and row["raw_bytes"] == len(huge) and len(row["raw"]) == validate.RAW_KEPT
+    assert row["raw_truncated"] is True and row["raw_bytes"] == len(huge) and len(row["raw"]) == conversations.RAW_KEPT
     assert (runs / "huge" / "validate" / "rejects.jsonl").stat().st_size < 100_000
 
 

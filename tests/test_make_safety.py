@@ -23,10 +23,12 @@ def make(cwd, *args, env=None, timeout=120) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def sandbox(tmp_path):
-    """A copy of the Makefile in a scratch project, with a folder beside it that must survive."""
+    """A copy of the Makefile (and the stage list it reads) in a scratch project, with a folder beside it that must survive."""
     project = tmp_path / "p"
-    project.mkdir()
+    (project / "pipeline" / "lib").mkdir(parents=True)
     shutil.copy2(ROOT / "Makefile", project / "Makefile")
+    for f in ("pipeline/__init__.py", "pipeline/lib/__init__.py", "pipeline/lib/stages.py"):
+        shutil.copy2(ROOT / f, project / f)
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep").write_text("precious")
@@ -52,7 +54,7 @@ def test_a_bad_name_changes_nothing_and_says_why_in_one_line(sandbox, target, as
     lines = [x for x in (out.stdout + out.stderr).splitlines() if x.strip()]
     assert len(lines) == 1 and "is not allowed" in lines[0], lines
     assert (victim / "keep").read_text() == "precious"
-    assert sorted(p.name for p in project.iterdir()) == ["Makefile"], "nothing was created or run"
+    assert sorted(p.name for p in project.iterdir()) == ["Makefile", "pipeline"], "nothing was created or run"
 
 
 def test_make_clean_deletes_only_a_run_folder(sandbox):

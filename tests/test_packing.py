@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.lib.packing import IGNORE, PackCollator, PrefixGroupedSampler, common_prefix
-from pipeline.sft import trained_positions_loss
+from pipeline.lib.trainer import trained_positions_loss
 
 
 def conversations(tok, n=4, prefix_words=40):

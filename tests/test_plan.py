@@ -7,8 +7,8 @@ activation checkpointing, PyTorch's own peak counter: no CUDA context).
 
 import pytest
 
-from pipeline import plan
-from pipeline.plan import GIB, KNOWN_SHAPES, estimate, lora_params, params_from_config
+from pipeline.lib import planner
+from pipeline.lib.planner import GIB, KNOWN_SHAPES, estimate, lora_params, params_from_config
 from pipeline.lib.recipe import Recipe
 
 LLAMA8 = KNOWN_SHAPES["meta-llama/Llama-3.1-8B-Instruct"]
@@ -80,6 +80,6 @@ def test_memory_falls_with_each_fix():
 
 
 def test_eager_attention_adds_the_score_matrices():
-    flash = plan.layer_activation_bytes(LLAMA8, 1, 2048)
-    eager = plan.layer_activation_bytes(LLAMA8, 1, 2048, flash=False)
+    flash = planner.layer_activation_bytes(LLAMA8, 1, 2048)
+    eager = planner.layer_activation_bytes(LLAMA8, 1, 2048, flash=False)
     assert eager - flash == 5 * 32 * 2048 * 2048

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pipeline import plan
+from pipeline.commands import plan
+from pipeline.lib import planner
 from pipeline.lib import recipe as recipe_mod
 from pipeline.lib.recipe import RECIPES_DIR, load
 
@@ -57,7 +58,7 @@ def test_token_report_is_preferred(tmp_path):
     r = load("llama31-8b-tools")
     (tmp_path / "count").mkdir()
     (tmp_path / "count" / "report.json").write_text(json.dumps({"tokens_per_epoch": 1_000_000}))
-    p = plan.plan(r, tmp_path)
+    p = planner.plan(r, tmp_path)
     assert p["time"]["tokens"] == 3_000_000 and p["time"]["basis"].startswith("counted")
 
 

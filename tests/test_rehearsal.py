@@ -4,7 +4,7 @@ Each rehearsal takes the recipe's own settings except size (a miniature of its b
 config, generation config, tokenizer and chat template; 2 layers, random weights; 12 conversations,
 2 optimizer steps at a learning rate high enough to move a random model) and 4-bit (NF4 needs a
 GPU: load_in_4bit=false). The miniature sits in a Hugging Face cache under the recipe's own hub ids
-(tests/miniature.py), so the export finds the 16-bit twin of the pre-quantized id and the eval loads
+(bench/miniature.py), so the export finds the 16-bit twin of the pre-quantized id and the eval loads
 the base and the merged model exactly as on a GPU machine that downloaded them.
 """
 
@@ -15,11 +15,16 @@ import shutil
 
 import pytest
 
-from pipeline import count, evaluate, export, load, sft, validate
+from bench.miniature import BASES, build, cache_repo
+from pipeline.lib import inference, models, planner
 from pipeline.lib.backends import TrainSettings, gpu_backend, training_settings
 from pipeline.lib.recipe import load as load_recipe
-
-from miniature import BASES, build, cache_repo
+from pipeline.stages import s1_validate as validate
+from pipeline.stages import s2_count as count
+from pipeline.stages import s3_load as load
+from pipeline.stages import s4_sft as sft
+from pipeline.stages import s5_export as export
+from pipeline.stages import s6_evaluate as evaluate
 
 MINI = ["load_in_4bit=false", "data.max_train=12", "data.eval_max=3", "train.max_steps=2", "train.save_steps=1",
         "train.logging_steps=1", "train.lr=5e-3", "eval.max_turns=4", "eval.batch_size=4", "eval.max_new_tokens=8",
@@ -123,13 +128,13 @@ UNSLOTH_IDS = [
 
 @pytest.mark.parametrize("quantized,sixteen", UNSLOTH_IDS)
 def test_unsloth_ids_map_to_their_16bit_twin(quantized, sixteen):
-    assert export.sixteen_bit_id(quantized) == sixteen
+    assert models.sixteen_bit_id(quantized) == sixteen
     assert export.base_16bit(load_recipe("llama31-8b-tools", [f"model={quantized}"])) == sixteen
     assert export.base_16bit(load_recipe("llama31-8b-tools", [f"model={quantized}", "export.base=x/y"])) == "x/y"
 
 
 def test_every_recipe_merges_into_a_16bit_checkpoint():
-    from miniature import BASES
+    from bench.miniature import BASES
 
     for name in BASES:
         r = load_recipe(name)
@@ -146,7 +151,7 @@ def test_the_eval_never_loads_a_model_quantized(fixtures_dir, tmp_path):
     recipe = load_recipe("llama31-8b-tools")
     assert recipe.load_in_4bit
     for on_gpu in (True, False):
-        kw = evaluate.load_kwargs(recipe, on_gpu)
+        kw = inference.load_kwargs(recipe, on_gpu)
         assert "quantization_config" not in kw and "load_in_4bit" not in kw
         assert kw["dtype"] == (torch.bfloat16 if on_gpu else torch.float32)
     # A checkpoint that is itself quantized (the real config of Unsloth's 4-bit Llama 3.1 8B) is refused
@@ -165,11 +170,10 @@ GPU_RECIPES = [n for n in BASES]
 def test_plan_and_training_use_one_set_of_settings(name, tmp_path):
     """`make plan` and the train stage take checkpointing, packing, batch and the optimizer from one
     resolved recipe; the Unsloth and TRL sides both turn checkpointing on when the plan counts on it."""
-    from pipeline import plan
     from pipeline.lib.backends import unsloth_peft_kwargs
 
     recipe = load_recipe(name)
-    p = plan.plan(recipe)
+    p = planner.plan(recipe)
     settings = training_settings(recipe, gpu_backend(recipe))
     assert p["settings"] == settings.to_dict()
     assert settings.grad_ckpt, f"{name}: the GPU recipes fit their card only with gradient checkpointing"
@@ -181,7 +185,7 @@ def test_plan_and_training_use_one_set_of_settings(name, tmp_path):
     assert cfg.per_device_train_batch_size == settings.batch and cfg.optim == recipe.train.optim
     if name in ("llama31-8b-tools", "qwen25-7b-tools", "mistral-7b-tools", "phi35-mini-tools", "llama2-13b-tools"):
         assert p["gpus"]["rtx4090"]["fits"], f"{name}: {p['total_gib']} GiB does not fit an RTX 4090"
-    off = plan.plan(load_recipe(name, ["train.gradient_checkpointing=false"]))
+    off = planner.plan(load_recipe(name, ["train.gradient_checkpointing=false"]))
     assert off["settings"]["grad_ckpt"] is False and off["total_gib"] > p["total_gib"]
 
 
@@ -222,7 +226,7 @@ def test_unsloth_is_imported_before_trl_transformers_and_peft(tmp_path, runs_dir
 
 @pytest.mark.slow
 def test_the_full_size_gpu_rehearsal_runs_its_code_on_a_cpu_miniature(fixtures_dir, tmp_path):
-    """scripts/gpu_rehearsal.py, the prepared full-size run, with --cpu-smoke: every part but Unsloth's
+    """bench/gpu_rehearsal.py, the prepared full-size run, with --cpu-smoke: every part but Unsloth's
     on a 2-layer Llama 3.1 miniature, so a GPU's minutes are not spent finding its bugs."""
     import subprocess
     import sys
@@ -230,7 +234,7 @@ def test_the_full_size_gpu_rehearsal_runs_its_code_on_a_cpu_miniature(fixtures_d
     from pipeline.lib.recipe import ROOT
 
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_rehearsal.py"), "--cpu-smoke", "--steps", "2",
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_rehearsal.py"), "--cpu-smoke", "--steps", "2",
                            "--warmup", "1", "--out", str(out), "--workdir", str(tmp_path / "w"),
                            "--config", str(fixtures_dir / "models" / "llama3_1_8b_instruct" / "config.json"),
                            "--tokenizer", str(fixtures_dir / "tokenizers" / "llama3_1_instruct")],

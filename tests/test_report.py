@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import count, evaluate, export, load, report, sft, validate
+from pipeline.commands import report
 from pipeline.lib.recipe import ROOT
+from pipeline.stages import s1_validate as validate
+from pipeline.stages import s2_count as count
+from pipeline.stages import s3_load as load
+from pipeline.stages import s4_sft as sft
+from pipeline.stages import s5_export as export
+from pipeline.stages import s6_evaluate as evaluate
 
 STEPS = 4
 
@@ -80,7 +86,7 @@ def test_an_unknown_or_missing_tracker_is_refused_before_training(tiny_model_dir
         sft.main(["--recipe", "smollm2-135m-tools", "--run", "x", f"model={tiny_model_dir}", "train.report_to=[wandb]"])
     err = capsys.readouterr().err
     assert "wandb" in err and "pip install wandb" in err
-    from pipeline import preflight
+    from pipeline.commands import preflight
 
     with pytest.raises(SystemExit):
         preflight.main(["--recipe", "smollm2-135m-tools", f"model={tiny_model_dir}", "train.report_to=[wandb]"])

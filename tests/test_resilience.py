@@ -2,7 +2,7 @@
 secrets in the environment, conversations longer than max_seq_length.
 
 Everything runs on the tiny random Llama of conftest.py, through the real stage entry points (and, for
-the kill, the real `python -m pipeline.sft` in a subprocess).
+the kill, the real `python -m pipeline.stages.s4_sft` in a subprocess).
 """
 
 from __future__ import annotations
@@ -18,10 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import count, evaluate, export, load, sft, validate
 from pipeline.lib import common
 from pipeline.lib import recipe as recipe_mod
 from pipeline.lib.recipe import ROOT, RecipeError
+from pipeline.stages import s1_validate as validate
+from pipeline.stages import s2_count as count
+from pipeline.stages import s3_load as load
+from pipeline.stages import s4_sft as sft
+from pipeline.stages import s5_export as export
+from pipeline.stages import s6_evaluate as evaluate
 
 RECIPE = "smollm2-135m-tools"
 SECRETS = {"HF_TOKEN": "hf_FAKEtoken1234567890", "WANDB_API_KEY": "fake-wandb-key-0987"}
@@ -105,7 +110,7 @@ def test_kill_9_mid_training_resumes_to_the_same_adapter(chain, tiny_model_dir, 
         shutil.copytree(chain / d, run / d)
     env = {**os.environ, "TOOLTUNE_RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pipeline.sft", "--recipe", RECIPE, "--run", "R", *args]
+    cmd = [sys.executable, "-m", "pipeline.stages.s4_sft", "--recipe", RECIPE, "--run", "R", *args]
     ckpts = run / "sft" / "checkpoints"
 
     first_out = run.parent / "first-train.out"
@@ -410,7 +415,7 @@ def test_max_seq_length_below_the_prompt_is_refused_by_count(chain, tiny_model_d
 
 def test_out_of_memory_message_names_the_keys_to_change():
     from pipeline.lib.recipe import load
-    from pipeline.sft import out_of_memory_message
+    from pipeline.stages.s4_sft import out_of_memory_message
 
     msg = out_of_memory_message(load("llama31-8b-tools"))
     assert "train.batch_size=2 train.grad_accum=8" in msg and "max_seq_length=2048" in msg

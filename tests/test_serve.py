@@ -3,7 +3,7 @@
 Both use the serving environment (.venv-serve, installed by `make test` and `make serve` through
 scripts/install_serve.sh). The server test trains a tiny Llama (head size 64, as vLLM's CPU attention
 needs) to answer with one tool call, takes it through validate .. export, serves the export with
-`pipeline.serve`'s own command line and asks through the `openai` client.
+`pipeline.commands.serve`'s own command line and asks through the `openai` client.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.lib import servers
 from pipeline.lib.parse import parse
 from pipeline.lib.recipe import ROOT
 
@@ -137,8 +138,8 @@ def caller_model(smol_dir: Path, out: Path) -> Path:
     """A tiny Llama (2 layers, hidden 128, 2 heads of 64) trained in full to answer every weather question with
     the one call: small enough to train here in seconds, shaped as vLLM's CPU attention needs."""
     import torch
-    from miniature import vllm_llama
 
+    from bench.miniature import vllm_llama
     from pipeline.lib.recipe import load
     from pipeline.lib.template import Chat
 
@@ -205,13 +206,18 @@ def ask(port: int, model: str) -> dict:
 
 
 def test_vllm_serves_the_export_and_the_adapter_with_parsed_tool_calls(smol_dir, tmp_path, monkeypatch, capsys):
-    from pipeline import count, export, load, sft, serve, validate
+    from pipeline.commands import serve
+    from pipeline.stages import s1_validate as validate
+    from pipeline.stages import s2_count as count
+    from pipeline.stages import s3_load as load
+    from pipeline.stages import s4_sft as sft
+    from pipeline.stages import s5_export as export
     recipe, run_dir, args = weather_run(smol_dir, tmp_path, monkeypatch, (validate, count, load, sft, export))
 
     for lora in (False, True):
-        port = serve.free_port()
+        port = servers.free_port()
         cmd, names = serve.server_args(recipe, run_dir, mode="lora" if lora else "merged", port=port, eager=True)
-        with serve.Server(cmd, port, tmp_path / f"vllm-{lora}.log") as server:
+        with servers.Server(cmd, port, tmp_path / f"vllm-{lora}.log") as server:
             took = server.wait_ready()
             reply = ask(port, names["tuned"])
             print(f"\nvLLM ({'base + LoRA adapter' if lora else 'merged export'}) ready in {took:.0f} s; reply {reply}")
@@ -221,7 +227,7 @@ def test_vllm_serves_the_export_and_the_adapter_with_parsed_tool_calls(smol_dir,
         assert server.proc.returncode is not None  # Ctrl-C stopped it
 
     # The evaluate stage both ways on the same turns: transformers here, then vLLM's server and its parser.
-    from pipeline import evaluate
+    from pipeline.stages import s6_evaluate as evaluate
 
     for engine in ("hf", "vllm"):
         evaluate.main(["--recipe", "smollm2-135m-tools", "--run", "weather", *args, "eval.base=false", f"eval.engine={engine}"])

@@ -1,11 +1,12 @@
 import sys
 from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.lib.signatures import parse_signatures, type_to_schema  # noqa: E402
+from pipeline.lib.signatures import parse_signatures, type_to_schema
 
 PROMPT = """You are a customer service agent with access to these tools:
 - check_order_status(order_id: str) -> OrderStatus

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import synth
+from pipeline.commands import synth
+from pipeline.lib import servers
+from pipeline.lib.conversations import Schemas
 from pipeline.lib.recipe import ROOT
-from pipeline.validate import Schemas
 
 TOOLS = [
     {"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
@@ -97,7 +98,7 @@ SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
 
 def teacher_model(smol_dir: Path, out: Path) -> Path:
     """An untrained random model: its replies are noise, which is what the checks must catch."""
-    from miniature import vllm_llama
+    from bench.miniature import vllm_llama
 
     model, tok = vllm_llama(smol_dir)
     model.save_pretrained(out, safe_serialization=True)
@@ -112,21 +113,20 @@ def lines(path: Path) -> list[dict]:
 @pytest.mark.skipif(not (ROOT / ".venv-serve" / ".installed").is_file(),
                     reason="needs the serving environment (make serve-venv; make test installs it)")
 def test_synth_against_a_real_server_resumes_after_a_kill_without_duplicates(smol_dir, tmp_path):
-    from pipeline import serve
 
     model = teacher_model(smol_dir, tmp_path / "teacher")
     tools = tmp_path / "tools.json"
     tools.write_text(json.dumps(TOOLS))
     out = tmp_path / "synth"
-    port = serve.free_port()
-    cmd = serve.vllm_command(str(model), "teacher", parser="hermes", chat_template=ROOT / "pipeline" / "templates" / "hermes.jinja",
+    port = servers.free_port()
+    cmd = servers.vllm_command(str(model), "teacher", parser="hermes", chat_template=ROOT / "pipeline" / "templates" / "hermes.jinja",
                              max_len=4096, port=port, eager=True)
     n = 8
-    argv = [sys.executable, "-m", "pipeline.synth", "--tools", str(tools), "--n", str(n), "--teacher",
+    argv = [sys.executable, "-m", "pipeline.commands.synth", "--tools", str(tools), "--n", str(n), "--teacher",
             f"http://127.0.0.1:{port}/v1", "--model", "teacher", "--out", str(out), "--concurrency", "2",
             "--max-tokens", "48", "--retries", "2"]
     env = {**os.environ, synth.KEY_ENV: SECRET}
-    with serve.Server(cmd, port, tmp_path / "vllm.log") as server:
+    with servers.Server(cmd, port, tmp_path / "vllm.log") as server:
         server.wait_ready()
         first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True)
@@ -186,6 +186,6 @@ def test_review_decisions_accept_a_fixed_conversation_and_keep_a_dropped_one(tmp
     assert "synth-00004" in page and "synth-00005" in page and "synth-00002" not in page
     assert "1 accepted" in capsys.readouterr().out.replace("\n", " ")
     # the validate stage reads the accepted file as training data
-    from pipeline.validate import read_records
+    from pipeline.lib.conversations import read_records
 
     assert len(read_records(out / "accepted.jsonl", TOOLS)) == 2

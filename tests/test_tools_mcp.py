@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from pipeline import tools as mcp_tools
+from pipeline.commands import tools as mcp_tools
+from pipeline.lib.conversations import load_tools_file
 from pipeline.lib.recipe import ROOT
-from pipeline.validate import load_tools_file
 
 SERVER = ROOT / "tests" / "data" / "mcp_server.py"
 PY = sys.executable

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pipeline import validate
+from pipeline.lib import conversations
+from pipeline.stages import s1_validate as validate
 
 TOOLS = [
     {"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
@@ -66,7 +67,7 @@ BAD = {  # code expected -> the raw line
                                                            {"id": "d", "function": {"name": "check_order_status", "arguments": {"order_id": "ORD-123456"}}},
                                                            {"id": "d", "function": {"name": "check_order_status", "arguments": {"order_id": "ORD-654321"}}}]}]}).encode(),
     "duplicate": json.dumps(good(1)).encode(),
-    "too_long": b'{"messages": "' + b"x" * (validate.MAX_LINE_BYTES + 10) + b'"}',
+    "too_long": b'{"messages": "' + b"x" * (conversations.MAX_LINE_BYTES + 10) + b'"}',
 }
 
 
@@ -155,7 +156,7 @@ def test_check_line_never_crashes_on_hostile_input():
     from hypothesis import strategies as st
 
     schemas = validate.Schemas()
-    tools, _ = validate.normalize_tools(TOOLS)
+    tools, _ = conversations.normalize_tools(TOOLS)
     # NaN and infinities (json.dumps writes them as NaN/Infinity) and lone surrogates (written as \\udXXX escapes)
     # are drawn too: each used to get through or crash.
     text = st.text(st.characters(codec=None, categories=None), max_size=20)
@@ -201,10 +202,10 @@ def test_check_line_never_crashes_on_hostile_input():
         record, errors = validate.check_line(raw, tools if b'"tools"' not in raw else None, schemas)
         assert (record is None) == bool(errors)
         for e in errors:
-            assert e["code"] in validate.CODES and e["fix"]
+            assert e["code"] in conversations.CODES and e["fix"]
         if record is not None:  # what is accepted is written as strict JSON and UTF-8, and reads back the same
             line = json.dumps(record, ensure_ascii=False, allow_nan=False)
-            assert validate.loads_strict(line.encode("utf-8").decode("utf-8")) == record
+            assert conversations.loads_strict(line.encode("utf-8").decode("utf-8")) == record
 
     check()
     deep = b"[" * 100000 + b"]" * 100000

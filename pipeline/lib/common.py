@@ -19,6 +19,7 @@ from typing import Callable
 from rich.console import Console
 
 from pipeline.lib import recipe as recipe_mod
+from pipeline.lib import stages
 from pipeline.lib.recipe import ROOT, Recipe, RecipeError, scrub
 
 console = Console(highlight=False)
@@ -124,11 +125,6 @@ def run_lock(run_dir: Path, stage: str):
         os.close(fd)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 # --- sidecars -----------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
@@ -202,7 +198,7 @@ def stage_sources(stage: str) -> list[Path]:
     imports (transitively, lazy imports included), and the bundled templates. Over-approximates by
     design: a stage that re-runs for nothing costs time, one that does not re-run costs a wrong result."""
     seen: dict[str, Path] = {}
-    todo = [f"pipeline.{stage}"]
+    todo = [stages.stage(stage).import_name]
     while todo:
         name = todo.pop()
         if name in seen or name == "pipeline":
@@ -262,6 +258,7 @@ def write_sidecar(stage_dir: Path, stage: str, recipe: Recipe, inputs: list[Path
                   figures: dict | None = None) -> Path:
     """stage.json: written last, only on success, so its presence means the stage's outputs are complete; it
     records their digests, and `up_to_date` trusts the stage only while they still match."""
+    stages.stage(stage)  # only a stage of the one list has a sidecar
     doc = {
         "stage": stage,
         "fingerprint": fp,
@@ -297,10 +294,11 @@ def env_args() -> list[str]:
 
 def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[Recipe, Path, argparse.Namespace], Path | None],
             options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """Every command's entry point: `python -m pipeline.<name> --recipe R [--run RUN] [key=value ...]`.
+    """Every command's entry point: `python -m pipeline.<stages|commands>.<module> --recipe R [--run RUN] [key=value ...]`.
     Resolves the recipe and the run folder, runs `body`, and turns the problems a user can fix (a bad
     recipe, a StageError, Ctrl-C) into one clear line instead of a traceback."""
-    ap = argparse.ArgumentParser(prog=f"python -m pipeline.{name}", description=doc,
+    module = stages.stage(name).import_name if name in stages.NAMES else f"pipeline.commands.{name}"
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="smollm2-135m-tools", help="a recipe name in recipes/ (without .yaml)")
     ap.add_argument("--run", default=None, help="run folder under runs/ (default: the recipe name)")
@@ -322,19 +320,6 @@ def command(name: str, doc: str | None, argv: list[str] | None, body: Callable[[
         console.print(f"[green]{name}[/] -> {rel(out)}")
 
 
-def refresh_report(run_dir: Path) -> None:
-    """Rewrite the run report and model card after a stage: a failure here is shown, and loses no stage's work.
-    Imported by name, not by an import statement: the report reads the stages' outputs and writes nothing a
-    stage reads, so its source is no part of any stage's fingerprint (`stage_sources`)."""
-    import importlib
-
-    try:
-        importlib.import_module("pipeline.report").refresh(run_dir)
-    except Exception as e:  # noqa: BLE001 - the stage's own outputs are complete; the report can be rebuilt
-        err_console.print(f"[yellow]report: not refreshed ({type(e).__name__}: {scrub(str(e))}); "
-                          f"`make report RUN={run_dir.name}` rebuilds it[/]")
-
-
 def run_or_fail(name: str, fn: Callable[[], object], interrupted: str) -> None:
     """A command that takes no recipe (make tools, make synth): a problem the user can fix is one line, exit 2;
     Ctrl-C says what was kept (`interrupted`), exit 130."""
@@ -352,8 +337,6 @@ def stage_main(stage: str, run: Callable[[Recipe, Path], Path], argv: list[str] 
         if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:
             return run(recipe, run_dir)  # one of several training processes: the stage that launched them holds the lock
         with run_lock(run_dir, stage):
-            out = run(recipe, run_dir)
-            refresh_report(run_dir)
-            return out
+            return run(recipe, run_dir)
 
     command(stage, sys.modules[run.__module__].__doc__, argv, body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from pipeline.lib import stages
 from pipeline.lib.common import StageError
 
 
@@ -42,7 +43,7 @@ def check(recipe, backend: str) -> None:
 
 
 def launch_command(recipe, argv: list[str], on_gpu: bool) -> list[str]:
-    """`accelerate launch` for this machine's `nproc` processes of `python -m pipeline.sft argv`. On CPUs the
+    """`accelerate launch` for this machine's `nproc` processes of the sft stage with `argv`. On CPUs the
     processes meet over gloo (the Trainer runs with use_cpu); on GPUs over NCCL."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", str(world(recipe)), "--num_machines", str(recipe.nnodes),
@@ -52,7 +53,7 @@ def launch_command(recipe, argv: list[str], on_gpu: bool) -> list[str]:
         cmd += ["--rdzv_backend", "static", "--same_network"]
     if on_gpu:
         cmd += ["--gpu_ids", "all"]
-    return cmd + ["-m", "pipeline.sft", *argv]
+    return cmd + ["-m", stages.stage("sft").import_name, *argv]
 
 
 def barrier() -> None:

@@ -4,52 +4,11 @@ from __future__ import annotations
 
 import gc
 import itertools
-import json
 import os
 
 from pipeline.lib.common import StageError
 from pipeline.lib.mask import Layout, assistant_spans
 from pipeline.lib.template import Chat
-
-ASCII_SAFE_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}
-
-
-def byte_level_lengths(tokenizer) -> tuple:
-    """(numpy array: id -> the number of bytes that token stands for, ascii_only) for a byte-level BPE
-    tokenizer (Llama 3, Qwen2.5, SmolLM2, GPT-2 style): one whose every token is a fixed byte string and
-    whose tokens of a text concatenate to the text's bytes. Then a token's offsets are a cumulative sum
-    of these lengths and need not be asked of the tokenizer (which costs a third of its time). ascii_only:
-    the tokenizer normalizes text (NFC), which leaves only ASCII text untouched. (None, False) for any
-    other tokenizer (SentencePiece-style Metaspace, byte fallback, lowercasing, ...)."""
-    import numpy as np
-
-    try:
-        from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-        spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    except Exception:  # noqa: BLE001 - a tokenizer without a Rust backend: ask it for offsets
-        return None, False
-    norm, pre, model = spec.get("normalizer"), spec.get("pre_tokenizer") or {}, spec.get("model") or {}
-    norms = [] if norm is None else (norm.get("normalizers") if norm.get("type") == "Sequence" else [norm])
-    if any(n.get("type") not in ASCII_SAFE_NORMALIZERS for n in norms):
-        return None, False
-    pres = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
-    if (model.get("type") != "BPE" or not any(q.get("type") == "ByteLevel" for q in pres)
-            or any(q.get("type") not in ("ByteLevel", "Split", "Digits") for q in pres)
-            or any(q.get("type") == "ByteLevel" and q.get("add_prefix_space") for q in pres)):
-        return None, False
-    byte_chars = set(bytes_to_unicode().values())
-    added = {t.content for t in tokenizer.added_tokens_decoder.values()}
-    vocab = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
-    table = np.zeros(max(vocab.values()) + 1, dtype=np.int64)
-    for text, i in vocab.items():
-        if text in added:
-            table[i] = len(text.encode("utf-8"))
-        elif set(text) <= byte_chars:
-            table[i] = len(text)  # one character of the byte alphabet per byte
-        else:
-            return None, False
-    return table, bool(norms)
 
 
 def summed_offsets(table, ids, bounds, texts: list[str]):

@@ -24,7 +24,6 @@ from pipeline.lib.common import console
 from pipeline.lib.packing import MIN_PREFIX
 
 
-
 def common_prefix_len(seqs: list[list[int]]) -> int:
     n = min(len(s) for s in seqs)
     first = seqs[0]
@@ -139,3 +138,22 @@ def greedy(model, tok, prompts: list[str], eot_id: int, max_new_tokens: int, bat
     if margins is not None:
         margins.extend(by_prompt[i] for i in range(len(ids)))
     return out
+
+
+def decoding_defaults(gen) -> dict:
+    """What a server samples with when a request sets nothing, as the generation config says."""
+    keys = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+    return {k: getattr(gen, k) for k in keys if getattr(gen, k, None) is not None}
+
+
+def decoding_note(gen) -> str:
+    """The model card's sentence on decoding, written from the saved generation config itself."""
+    d = decoding_defaults(gen)
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    if d.get("do_sample"):
+        how = ("samples with " + ", ".join(f"{k}={v}" for k, v in d.items() if k != "do_sample")
+               + " (the base model's defaults, kept)")
+    else:
+        how = "decodes greedily"
+    return (f"`generation_config.json` {how} when a request sets nothing, and stops at token ids {eos} "
+            f"(the end of turn first). The evaluation decoded greedily: send `temperature: 0` to reproduce it.")

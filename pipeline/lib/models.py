@@ -143,3 +143,41 @@ def load_tokenizer(recipe: Recipe):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+# Unsloth publishes each model three times: "<name>" (16-bit), "<name>-bnb-4bit" (bitsandbytes NF4)
+# and "<name>-unsloth-bnb-4bit" (its dynamic 4-bit, some layers left in 16 bits). Both 4-bit ids
+# come from "<name>"; the longer suffix is tried first, or "-unsloth" would be left on the name.
+QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
+
+
+def sixteen_bit_id(model: str) -> str:
+    """The 16-bit checkpoint a pre-quantized hub id was made from (other ids are returned as they are)."""
+    for suffix in QUANT_SUFFIXES:
+        if model.endswith(suffix):
+            return model[: -len(suffix)]
+    return model
+
+
+def base_16bit(recipe: Recipe) -> str:
+    """The 16-bit checkpoint to merge into (and to score as the base): `export.base`, else the
+    recipe's model with a pre-quantized suffix mapped to its 16-bit twin."""
+    return recipe.export.base or sixteen_bit_id(recipe.model)
+
+
+def base_16bit_of(recipe: dict) -> str:
+    """base_16bit() of a recipe as a stage's sidecar records it."""
+    return (recipe.get("export") or {}).get("base") or sixteen_bit_id(recipe["model"])
+
+
+def check_16bit(where: str, name: str) -> None:
+    """A merge needs 16-bit weights: refuse a local checkpoint that is itself quantized."""
+    cfg = Path(where) / "config.json"
+    try:
+        quant = json.loads(cfg.read_text()).get("quantization_config") if cfg.is_file() else None
+    except (OSError, ValueError):
+        quant = None
+    if quant:
+        raise StageError(f"{name} is a quantized checkpoint ({quant.get('quant_method', 'quantized')}): the adapter must be "
+                         "merged into 16-bit weights. Set `export.base` to the 16-bit model it was made from, e.g. "
+                         "ARGS=\"export.base=/path/to/16bit-model\".")

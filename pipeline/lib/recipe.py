@@ -1,9 +1,9 @@
 """Recipes: typed defaults, YAML diffs over them, and `key=value` overrides.
 
-    python -m pipeline.resolve --recipe smollm2-135m-tools [key=value ...]   # print the resolved recipe
+    python -m pipeline.commands.resolve --recipe smollm2-135m-tools [key=value ...]   # print the resolved recipe
 
 A recipe file in recipes/ sets only what differs from the defaults below. Every field has a
-docstring (the string under it); `python -m pipeline.resolve` prints a resolved recipe. Unknown keys, wrong types and
+docstring (the string under it); `python -m pipeline.commands.resolve` prints a resolved recipe. Unknown keys, wrong types and
 impossible values are collected and reported together, each with the fix.
 """
 
@@ -604,7 +604,6 @@ def resolved_yaml(recipe: Recipe) -> str:
 def fail(message: str, code: int = 2) -> typing.NoReturn:
     """Print a clear error (no traceback) and exit."""
     from rich.console import Console
-
     from rich.markup import escape
 
     # The message is text, not markup: `[validate]`, or a value holding `[/]`, prints as it is.

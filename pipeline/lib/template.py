@@ -104,7 +104,7 @@ class Chat:
     def token_bytes(self) -> tuple:
         """(bytes per token id, ascii_only) where token offsets follow from the ids alone, else (None, _).
         See `byte_level_lengths`."""
-        from pipeline.lib.encode import byte_level_lengths
+        from pipeline.lib.template import byte_level_lengths
 
         return byte_level_lengths(self.tokenizer)
 
@@ -278,3 +278,44 @@ def adapt(messages: list[dict], fmt: str) -> list[dict]:
             m["content"] = None if fmt == "mistral" else ""
         out.append(m)
     return out
+
+
+ASCII_SAFE_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}
+
+
+def byte_level_lengths(tokenizer) -> tuple:
+    """(numpy array: id -> the number of bytes that token stands for, ascii_only) for a byte-level BPE
+    tokenizer (Llama 3, Qwen2.5, SmolLM2, GPT-2 style): one whose every token is a fixed byte string and
+    whose tokens of a text concatenate to the text's bytes. Then a token's offsets are a cumulative sum
+    of these lengths and need not be asked of the tokenizer (which costs a third of its time). ascii_only:
+    the tokenizer normalizes text (NFC), which leaves only ASCII text untouched. (None, False) for any
+    other tokenizer (SentencePiece-style Metaspace, byte fallback, lowercasing, ...)."""
+    import numpy as np
+
+    try:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    except Exception:  # noqa: BLE001 - a tokenizer without a Rust backend: ask it for offsets
+        return None, False
+    norm, pre, model = spec.get("normalizer"), spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+    norms = [] if norm is None else (norm.get("normalizers") if norm.get("type") == "Sequence" else [norm])
+    if any(n.get("type") not in ASCII_SAFE_NORMALIZERS for n in norms):
+        return None, False
+    pres = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    if (model.get("type") != "BPE" or not any(q.get("type") == "ByteLevel" for q in pres)
+            or any(q.get("type") not in ("ByteLevel", "Split", "Digits") for q in pres)
+            or any(q.get("type") == "ByteLevel" and q.get("add_prefix_space") for q in pres)):
+        return None, False
+    byte_chars = set(bytes_to_unicode().values())
+    added = {t.content for t in tokenizer.added_tokens_decoder.values()}
+    vocab = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
+    table = np.zeros(max(vocab.values()) + 1, dtype=np.int64)
+    for text, i in vocab.items():
+        if text in added:
+            table[i] = len(text.encode("utf-8"))
+        elif set(text) <= byte_chars:
+            table[i] = len(text)  # one character of the byte alphabet per byte
+        else:
+            return None, False
+    return table, bool(norms)

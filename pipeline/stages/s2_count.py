@@ -1,6 +1,6 @@
 """Stage 2, count: tokenize exactly what training will see, and say what the run will cost.
 
-    python -m pipeline.count --recipe smollm2-135m-tools
+    python -m pipeline.stages.s2_count --recipe smollm2-135m-tools
     make count RECIPE=llama31-8b-tools ARGS="tokenizer=/path/to/its/tokenizer"
 
 Every validated conversation is rendered with the run's chat template and tools and tokenized with
@@ -23,15 +23,26 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
+from pipeline.lib.artifacts import load_split
+from pipeline.lib.common import (
+    StageError,
+    console,
+    fingerprint,
+    rel,
+    stage_main,
+    up_to_date,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_sidecar,
+    write_text_atomic,
+)
+from pipeline.lib.conversations import toolset_key
 from pipeline.lib.encode import encode_many, where
-from pipeline.lib.parse import vllm_parser
-from pipeline.lib.template import Chat
-from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
-                             write_jsonl_atomic, write_sidecar, write_text_atomic)
-from pipeline.lib.hardware import tokens_per_second
 from pipeline.lib.models import load_tokenizer
+from pipeline.lib.parse import vllm_parser
+from pipeline.lib.planner import tokens_per_second
 from pipeline.lib.recipe import Recipe
-from pipeline.validate import load_split, toolset_key
+from pipeline.lib.template import Chat
 
 STAGE = "count"
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -109,7 +120,7 @@ def percentile(sorted_vals: list[int], q: float) -> int:
 def model_params(recipe: Recipe) -> float:
     """Parameter count for the time estimate: from a local config.json when there is one, else the name."""
     try:
-        from pipeline.plan import params_from_config, read_config
+        from pipeline.lib.planner import params_from_config, read_config
 
         cfg = read_config(recipe)
         if cfg:

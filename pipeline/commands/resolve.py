@@ -1,7 +1,7 @@
 """Resolve a recipe: defaults + recipes/<name>.yaml + key=value overrides, with the hashes of its data.
 
-    python -m pipeline.resolve --recipe llama31-8b-tools [key=value ...]           # print it
-    python -m pipeline.resolve --recipe llama31-8b-tools --run mine --write [...]  # runs/mine/recipe.yaml
+    python -m pipeline.commands.resolve --recipe llama31-8b-tools [key=value ...]           # print it
+    python -m pipeline.commands.resolve --recipe llama31-8b-tools --run mine --write [...]  # runs/mine/recipe.yaml
 
 With --write the file is rewritten only when its content changes, so that Make sees a change of
 recipe, overrides or data (every stage depends on it) and nothing else.

@@ -1,6 +1,6 @@
 """The run report: one page to look at, a Markdown twin with the loss curve as a PNG, and the model card.
 
-    python -m pipeline.report --run smollm2-135m-tools        # make report RUN=...
+    python -m pipeline.commands.report --run smollm2-135m-tools        # make report RUN=...
 
 Every stage rewrites these when it finishes (so they always show what the run has so far), and this command
 rebuilds them from the run folder alone:
@@ -20,11 +20,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from pipeline import bfcl
-from pipeline.lib.common import console, rel, write_bytes_atomic, write_text_atomic
+from pipeline.lib import bfcl, stages
+from pipeline.lib.common import console, err_console, rel, write_bytes_atomic, write_text_atomic
 from pipeline.lib.recipe import ROOT, scrub
 
-STAGES = ("validate", "count", "load", "sft", "export", "evaluate", "gguf", "bfcl")
 ARTICLE = '"Fine-Tune a 7B Model for $1,500 (Not $50,000)"'
 METRIC_NAMES = {"tool_selection": "tool selection", "arguments": "arguments", "schema_valid": "schema-valid calls",
                 "refusal": "refusal / clarification", "answers_result": "answers a tool result",
@@ -64,7 +63,7 @@ def _jsonl(path: Path) -> list[dict]:
 def collect(run_dir: Path) -> dict:
     """What the run folder holds, stage by stage; only finished stages (a sidecar) count."""
     d: dict = {"run": run_dir.name, "sidecars": {}}
-    for stage in STAGES:
+    for stage in stages.NAMES:
         side = _json(run_dir / stage / "stage.json")
         if side:
             d["sidecars"][stage] = side
@@ -114,7 +113,7 @@ def reproduces(recipe_name: str) -> str:
 
 def base_model_id(recipe: dict) -> str | None:
     """The hub id of the 16-bit model the adapter was merged into, or None for a local folder."""
-    from pipeline.export import sixteen_bit_id
+    from pipeline.lib.models import sixteen_bit_id
 
     name = (recipe.get("export") or {}).get("base") or sixteen_bit_id(recipe["model"])
     name = BUILTIN_HUB.get(name, name)
@@ -132,8 +131,8 @@ def why(p: dict, fmt: str) -> str:
     """A wrong turn's kind of mistake: as the eval recorded it, or worked out again from the reply."""
     if p.get("why"):
         return p["why"]
-    from pipeline.evaluate import why_wrong
     from pipeline.lib.parse import parse
+    from pipeline.lib.scoring import why_wrong
 
     return why_wrong(parse(p["produced"], fmt), p["expected"] if isinstance(p["expected"], list) else [])
 
@@ -566,7 +565,7 @@ def card_header(d: dict) -> str:
 
 def model_card(d: dict) -> str:
     """The export's README.md from what the run holds now: before the eval it says how to add the eval table."""
-    from pipeline.export import base_16bit_of
+    from pipeline.lib.models import base_16bit_of
 
     r = d["recipe"] or {}
     info = d.get("export") or {}
@@ -695,15 +694,24 @@ def main(argv=None) -> None:
 
     from pipeline.lib.recipe import RecipeError, fail, run_dir_for
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pipeline.commands.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="smollm2-135m-tools", help="run folder under runs/")
     ap.add_argument("--recipe", default=None, help="ignored: the run's stages say which recipe made it")
+    ap.add_argument("--after-stage", action="store_true",
+                    help="Make's refresh after a stage: a failure is a warning (the stage's outputs are complete), exit 0")
     a = ap.parse_args(argv)
     try:
         run_dir = run_dir_for(a.run)
     except RecipeError as e:
         fail(str(e))
+    if a.after_stage:
+        try:
+            refresh(run_dir)
+        except Exception as e:  # noqa: BLE001 - the stage's own outputs are complete; the report can be rebuilt
+            err_console.print(f"[yellow]report: not refreshed ({type(e).__name__}: {scrub(str(e))}); "
+                              f"`make report RUN={run_dir.name}` rebuilds it[/]")
+        return
     if not run_dir.is_dir():
         fail(f"runs/{a.run} does not exist: run `make train RUN={a.run}` first.")
     out = refresh(run_dir, quiet=True)

@@ -1,52 +1,85 @@
-"""Plan: how much GPU memory and time a recipe needs, before any weights move.
+"""The plan: memory and time a recipe needs on each GPU class, from shapes alone (no GPU, no hub).
 
-    python -m pipeline.plan --recipe llama31-8b-tools [--run RUN] [key=value ...]
-    make plan RECIPE=llama31-8b-tools
+GPU classes for the time and memory estimates, with where each number comes from.
 
-Reads only shapes (a local config.json, the Hugging Face cache offline, or the table below), so it
-runs with no GPU and no hub. Prints the VRAM breakdown, the trainable LoRA parameters, fit / no-fit
-on the four GPU classes (and the change that makes a no-fit fit), and the wall time; writes
-runs/<RUN>/plan.json. The load stage calls `show_plan` before it loads anything.
-
-Units: GiB (2^30 bytes) throughout, as nvidia-smi, PyTorch's memory stats and the GPU table
-(an "RTX 4090 24 GB" has 24 GiB) count them.
+Throughput is modelled, not measured here: LoRA on a frozen base costs about 4N FLOPs per token
+(forward 2N, backward through the activations 2N; no weight gradients for the base), and a
+well-fed single GPU reaches a model-FLOPs utilization (MFU) of about 35% with Unsloth's kernels on
+7-8B models (Unsloth's published Llama 3.1 8B QLoRA runs; torchtune's single-device QLoRA reports).
+`make bench` measures the CPU figures; `make gpu-check` and `make gpu-rehearsal` measure them on a GPU.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.lib.common import StageError, command, console, rel, write_json_atomic
-from pipeline.lib.hardware import GPUS, tokens_per_second
+from pipeline.lib.common import StageError, console, rel
 from pipeline.lib.recipe import ROOT, Recipe, glob_paths
 
+GPUS = {
+    # name: (memory GiB, dense bf16 tensor TFLOP/s from the vendor's datasheet)
+    "rtx4090": (24, 165.2),
+    "a100-40gb": (40, 312.0),
+    "a100-80gb": (80, 312.0),
+    "h100": (80, 989.0),
+    "h200": (141, 989.0),
+}
+MFU = 0.35
+
+
+def tokens_per_second(gpu: str, n_params: float, load_in_4bit: bool) -> float:
+    """Expected training tokens/s for LoRA on a model of n_params parameters."""
+    _, tflops = GPUS[gpu]
+    # Dequantizing NF4 weights on the fly costs roughly 15% (Dettmers et al. 2023, QLoRA, Table 11 timings).
+    penalty = 0.85 if load_in_4bit else 1.0
+    return tflops * 1e12 * MFU * penalty / (4 * n_params)
+
+
 GIB = 1 << 30
+
+
 PLAN_GPUS = ("rtx4090", "a100-40gb", "a100-80gb", "h100")
+
+
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 # --- shapes -------------------------------------------------------------------------------
 # Facts of the architectures (each model's config.json), so the plan works offline for every
 # model a recipe names. Unsloth's bnb-4bit checkpoints share their base model's shapes.
 _LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                    num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128)
+
+
 _LLAMA31_70B = dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128)
+
+
 _MISTRAL_7B_V03 = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=32768, tie_word_embeddings=False, head_dim=128)
+
+
 # Qwen2 has biases on q, k and v (model_type qwen2); 7.62B parameters in all.
 _QWEN25_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                   num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False, head_dim=128, model_type="qwen2")
+
+
 # Phi-3.5-mini fuses qkv and gate_up; Unsloth's copies are "llamafied" (separate q/k/v/gate/up), same counts.
 _PHI35_MINI = dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
                    num_key_value_heads=32, vocab_size=32064, tie_word_embeddings=False, head_dim=96)
+
+
 _LLAMA2_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                    num_key_value_heads=40, vocab_size=32000, tie_word_embeddings=False, head_dim=128)
+
+
 _SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                      num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, head_dim=64)
+
+
 KNOWN_SHAPES = {
     "meta-llama/Llama-3.1-8B-Instruct": _LLAMA31_8B,
     "meta-llama/Meta-Llama-3.1-8B-Instruct": _LLAMA31_8B,
@@ -72,6 +105,8 @@ KNOWN_SHAPES = {
     "builtin:smollm2-135m-instruct": _SMOLLM2_135M,
     "HuggingFaceTB/SmolLM2-135M-Instruct": _SMOLLM2_135M,
 }
+
+
 _KNOWN_LOWER = {k.lower(): v for k, v in KNOWN_SHAPES.items()}
 
 
@@ -146,21 +181,33 @@ def lora_params(cfg: dict, r: int, target_modules: list[str]) -> int:
 # NF4 with double quantization (Dettmers et al. 2023, QLoRA §3): 4 bits per weight, one 8-bit absmax
 # per 64 weights (0.125 bit), one fp32 constant per 256 absmax blocks (32/(64*256) = 0.002 bit).
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # = 4.127
+
+
 # LoRA A/B are kept in fp32 (PEFT's autocast_adapter_dtype=True, Unsloth alike): 4 B weight + 4 B grad,
 # and no separate master copy is needed. Adam's two states: 8-bit (bitsandbytes) 2 B, 32-bit 8 B per param.
 LORA_WEIGHT_BYTES = 4
+
+
 # Full fine-tune in mixed precision (ZeRO paper, Rajbhandari et al. 2020, "16Ψ"): 16-bit weight 2 +
 # 16-bit grad 2 + fp32 master 4 + Adam m, v 8 = 16 B per parameter.
 FULL_FT_BYTES = 16
+
+
 # During the backward pass of one (recomputed) layer its stored activations and the gradients of
 # the same tensors are alive together: about twice the layer's stored activations.
 BACKWARD_WORKING_SET = 2
+
+
 # The loss: Unsloth's fused and torchtune's chunked cross-entropy upcast one slice of the logits
 # at a time (torchtune: 8 chunks); plain HF upcasts all of them to fp32 and keeps the log-softmax.
 LOSS_CHUNKS = 8
+
+
 # The CUDA context and cuBLAS workspaces (~0.5 GiB, outside PyTorch's own counters) plus what
 # PyTorch's caching allocator reserves beyond what is allocated (~0.25 GiB on these workloads).
 CUDA_CONTEXT = 0.5 * GIB
+
+
 ALLOCATOR_SLACK = 0.25 * GIB
 
 
@@ -235,8 +282,6 @@ def estimate(cfg: dict, recipe: Recipe, batch: int, seq: int, *, bits: int, grad
                          "full_finetune": full_finetune, "chunked_loss": chunked, "offload_ckpt": offload}}
 
 
-# --- the plan -----------------------------------------------------------------------------
-
 def recipe_settings(recipe: Recipe) -> dict:
     """What training on a GPU will do with this recipe: the load and train stages' own
     `training_settings`, for the backend the recipe takes on an NVIDIA GPU."""
@@ -307,6 +352,8 @@ def token_budget(recipe: Recipe, run_dir: Path | None) -> tuple[float | None, st
 # a conversation, count 2,134 tokens with Qwen2.5's template, 2,240 with Mistral v0.3's and 2,742 with
 # Llama 3.1's (which indents the schemas): ~3.1 characters per token in the middle.
 CHARS_PER_TOKEN = 3.1
+
+
 SAMPLE = 64
 
 
@@ -334,9 +381,9 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
         local = (path if path.is_absolute() else ROOT / path).is_dir() or in_hf_cache(name)
     if not local or not lines:
         return None
+    from pipeline.lib.conversations import load_tools_file, valid_records
     from pipeline.lib.models import load_tokenizer
     from pipeline.lib.template import Chat
-    from pipeline.validate import load_tools_file, valid_records
 
     try:
         tools = load_tools_file(glob_paths(recipe.data.tools)[0]) if recipe.data.tools and glob_paths(recipe.data.tools) else []
@@ -351,6 +398,8 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
 # Several GPUs: the configurations `make plan` shows (count, GiB per GPU) and the share of one GPU's speed each
 # added GPU brings (gradient all-reduce and, with FSDP, the weights' all-gathers cost some of it; an assumption).
 MULTI_GPU = ((2, 24, "rtx4090"), (2, 48, None), (4, 24, "rtx4090"), (8, 80, "a100-80gb"))  # None: no speed on file
+
+
 SCALING = 0.9
 
 
@@ -475,14 +524,3 @@ def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
     console.print(f"[dim]DDP: a whole copy per GPU; FSDP: weights, adapter, gradients and optimizer split across them; "
                   f"hours assume each added GPU brings {SCALING:.0%} of one's speed[/]")
     return p
-
-
-def main(argv: list[str] | None = None) -> None:
-    def body(recipe: Recipe, run_dir: Path, _args) -> Path:
-        return write_json_atomic(run_dir / "plan.json", show_plan(recipe, run_dir))
-
-    command("plan", __doc__, argv, body)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

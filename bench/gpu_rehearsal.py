@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The full-size rehearsal of a 7-8B recipe on one GPU (`make gpu-rehearsal`): memory and speed at the real shape.
 
-    python scripts/gpu_rehearsal.py --config llama3_1_8b/config.json --tokenizer llama3_1_instruct/ [--out F]
-    python scripts/gpu_rehearsal.py --cpu-smoke ...     # the same code on a 2-layer miniature on the CPU
+    python bench/gpu_rehearsal.py --config llama3_1_8b/config.json --tokenizer llama3_1_instruct/ [--out F]
+    python bench/gpu_rehearsal.py --cpu-smoke ...     # the same code on a 2-layer miniature on the CPU
 
 Random weights at the base model's real shape (its config.json: Llama 3.1 8B by default), saved in
 16 bits, then, each in its own process (importing Unsloth patches transformers):
@@ -11,13 +11,13 @@ Random weights at the base model's real shape (its config.json: Llama 3.1 8B by 
   hf        pipeline.lib.backends.load_base(backend=hf): bitsandbytes NF4 + PEFT, TRL's trainer
   plain     the plain TRL + PEFT script: 4-bit AutoModelForCausalLM, SFTTrainer(peft_config=...), TRL's
             defaults (its collator, its gradient checkpointing)
-  export    pipeline.export.merge_checked on the 8B: 16-bit base + the unsloth part's adapter, merge,
+  export    pipeline.stages.s5_export.merge_checked on the 8B: 16-bit base + the unsloth part's adapter, merge,
             save, reload, greedy check; timed
 
 Each training part runs the recipe's own batch, sequence length, LoRA, optimizer and checkpointing
-(pipeline.sft.sft_config with the stage's resolved settings), `--warmup` + `--steps` micro-batches
+(pipeline.lib.trainer.sft_config with the stage's resolved settings), `--warmup` + `--steps` micro-batches
 of full-length rows, and records tokens/s after the warmup, the peak memory PyTorch allocated and
-reserved, and the plan's estimate for the same settings (pipeline.plan.estimate): plan vs measured.
+reserved, and the plan's estimate for the same settings (pipeline.lib.planner.estimate): plan vs measured.
 The figures are compared with torchtune's Llama 3.1 8B QLoRA on an RTX 4090 (2,413 tokens/s, 7.4 GiB
 peak) and the 8-10 GB of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)".
 Results: --out, else $OUT/gpu_rehearsal.json when OUT is set, else ./gpu_rehearsal.json, written
@@ -36,13 +36,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "scripts", ROOT / "tests"):
+for p in (ROOT,):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pipeline.lib.common import write_json_atomic  # noqa: E402  (after the path is set)
+from pipeline.lib.common import write_json_atomic  # noqa: E402  (after the path and environment are set)
 
 PARTS = ("unsloth", "hf", "plain", "export")
 ANCHORS = {"torchtune_rtx4090_tokens_per_s": 2413, "torchtune_rtx4090_peak_gib": 7.4, "article_gib": (8, 10)}
@@ -94,7 +94,7 @@ def build(ctx: dict) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from miniature import miniature_config
+    from bench.miniature import miniature_config
 
     cfg = json.loads(Path(ctx["config"]).read_text())
     tok = AutoTokenizer.from_pretrained(ctx["tokenizer"])
@@ -119,7 +119,7 @@ def build(ctx: dict) -> dict:
 def plan_for(ctx: dict, recipe, backend: str) -> dict:
     """The plan's estimate for exactly the settings this part trains with."""
     from pipeline.lib.backends import training_settings
-    from pipeline.plan import estimate
+    from pipeline.lib.planner import estimate
 
     cfg = json.loads((Path(ctx["model_dir"]) / "config.json").read_text())
     s = training_settings(recipe, backend)
@@ -130,7 +130,7 @@ def plan_for(ctx: dict, recipe, backend: str) -> dict:
 
 def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     import torch
-    from gpu_check import step_clock, make_rows, steady_rate
+    from gpu_check import make_rows, steady_rate, step_clock
 
     from pipeline.lib.backends import prepare_backend, training_settings
 
@@ -142,7 +142,7 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     from trl import SFTTrainer
 
     from pipeline.lib.packing import PackCollator
-    from pipeline.sft import make_trainer_class, sft_config
+    from pipeline.lib.trainer import make_trainer_class, sft_config
 
     recipe = recipe_for(ctx, backend)
     s = training_settings(recipe, backend)
@@ -206,7 +206,7 @@ def export_part(ctx: dict, workdir: Path) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from pipeline.export import merge_checked
+    from pipeline.stages.s5_export import merge_checked
 
     adapter = workdir / "adapter"
     if not (adapter / "adapter_config.json").is_file():

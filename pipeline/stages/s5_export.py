@@ -1,6 +1,6 @@
 """Stage 5, export: a merged 16-bit model that vLLM serves as is, plus the adapter alone.
 
-    python -m pipeline.export --recipe smollm2-135m-tools
+    python -m pipeline.stages.s5_export --recipe smollm2-135m-tools
 
 Merges by applying the adapter to a 16-bit base (never into 4-bit weights), then proves the merge:
 the reloaded merged model must generate, greedily, what the adapter model generates on
@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 from pipeline.lib.backends import cuda_available, resolve_backend
+from pipeline.lib.common import StageError, atomic_dir, console, fingerprint, rel, sha256_file, stage_main, up_to_date, write_sidecar
+from pipeline.lib.generation import decoding_note, greedy
+from pipeline.lib.models import base_16bit, check_16bit, load_for_inference, load_tokenizer, resolve
 from pipeline.lib.parse import vllm_parser
-from pipeline.lib.template import Chat
-from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, sha256_file, stage_main,
-                             up_to_date, write_sidecar)
-from pipeline.lib.generation import greedy
-from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
 from pipeline.lib.recipe import Recipe
+from pipeline.lib.template import Chat
 
 STAGE = "export"
 # Two greedy runs may part ways where the adapter model's best two logits are nearly tied: rounding
@@ -36,73 +35,8 @@ STAGE = "export"
 NEAR_TIE = 0.25
 
 
-# Unsloth publishes each model three times: "<name>" (16-bit), "<name>-bnb-4bit" (bitsandbytes NF4)
-# and "<name>-unsloth-bnb-4bit" (its dynamic 4-bit, some layers left in 16 bits). Both 4-bit ids
-# come from "<name>"; the longer suffix is tried first, or "-unsloth" would be left on the name.
-QUANT_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
-
-
-def sixteen_bit_id(model: str) -> str:
-    """The 16-bit checkpoint a pre-quantized hub id was made from (other ids are returned as they are)."""
-    for suffix in QUANT_SUFFIXES:
-        if model.endswith(suffix):
-            return model[: -len(suffix)]
-    return model
-
-
-def base_16bit(recipe: Recipe) -> str:
-    """The 16-bit checkpoint to merge into (and to score as the base): `export.base`, else the
-    recipe's model with a pre-quantized suffix mapped to its 16-bit twin."""
-    return recipe.export.base or sixteen_bit_id(recipe.model)
-
-
-def base_16bit_of(recipe: dict) -> str:
-    """base_16bit() of a recipe as a stage's sidecar records it."""
-    return (recipe.get("export") or {}).get("base") or sixteen_bit_id(recipe["model"])
-
-
-def check_16bit(where: str, name: str) -> None:
-    """A merge needs 16-bit weights: refuse a local checkpoint that is itself quantized."""
-    cfg = Path(where) / "config.json"
-    try:
-        quant = json.loads(cfg.read_text()).get("quantization_config") if cfg.is_file() else None
-    except (OSError, ValueError):
-        quant = None
-    if quant:
-        raise StageError(f"{name} is a quantized checkpoint ({quant.get('quant_method', 'quantized')}): the adapter must be "
-                         "merged into 16-bit weights. Set `export.base` to the 16-bit model it was made from, e.g. "
-                         "ARGS=\"export.base=/path/to/16bit-model\".")
-
-
-def export_info(run_dir: Path) -> dict:
-    """What the finished export of a run says of itself (tooltune.json); a StageError naming the fix if there is none."""
-    export = run_dir / "export"
-    if not (export / "stage.json").is_file():
-        raise StageError(f"{rel(export)} holds no finished export: run `make train RUN={run_dir.name}` (or `make export`) first.")
-    return json.loads((export / "tooltune.json").read_text())
-
-
-def decoding_defaults(gen) -> dict:
-    """What a server samples with when a request sets nothing, as the generation config says."""
-    keys = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
-    return {k: getattr(gen, k) for k in keys if getattr(gen, k, None) is not None}
-
-
-def decoding_note(gen) -> str:
-    """The model card's sentence on decoding, written from the saved generation config itself."""
-    d = decoding_defaults(gen)
-    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-    if d.get("do_sample"):
-        how = ("samples with " + ", ".join(f"{k}={v}" for k, v in d.items() if k != "do_sample")
-               + " (the base model's defaults, kept)")
-    else:
-        how = "decodes greedily"
-    return (f"`generation_config.json` {how} when a request sets nothing, and stops at token ids {eos} "
-            f"(the end of turn first). The evaluation decoded greedily: send `temperature: 0` to reproduce it.")
-
-
 def eval_prompts(run_dir: Path, chat: Chat, n: int) -> list[str]:
-    from pipeline.validate import load_split
+    from pipeline.lib.artifacts import load_split
 
     prompts = []
     for r in load_split(run_dir, "eval"):

@@ -19,31 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, rel, sha256_file, stage_main, up_to_date,
-                                 write_sidecar)
+from pipeline.lib.artifacts import gguf_name
+from pipeline.lib.common import StageError, atomic_dir, console, fingerprint, rel, sha256_file, stage_main, up_to_date, write_sidecar
 from pipeline.lib.recipe import GGUF_CONVERTER_TYPES, ROOT, Recipe
+from pipeline.lib.servers import llamacpp_dir
 
 STAGE = "gguf"
-INSTALL = ROOT / "scripts" / "install_llamacpp.sh"
-
-
-def llamacpp_dir(build: bool = True) -> Path:
-    """Where the cached llama.cpp tools live (scripts/install_llamacpp.sh decides); built first when `build`."""
-    where = subprocess.run(["bash", str(INSTALL), "--where"], capture_output=True, text=True, check=True).stdout.strip()
-    tools = Path(where)
-    if not (tools / ".complete").is_file():
-        if not build:
-            raise StageError(f"the llama.cpp tools are not built yet: run `bash {rel(INSTALL)}` (or `make llamacpp`).")
-        console.print("gguf: building the llama.cpp tools once (cached for every later run)")
-        if subprocess.run(["bash", str(INSTALL)]).returncode != 0:
-            raise StageError("building llama.cpp failed (its log's tail is above); `bash scripts/install_llamacpp.sh` retries.")
-    return tools
-
-
-def gguf_name(run: str, qtype: str) -> str:
-    return f"{run}-{qtype}.gguf"
-
-
 def embedded_template(path: Path, tools: Path) -> str | None:
     """The chat template a GGUF carries (`tokenizer.chat_template`), read with llama.cpp's own gguf-py."""
     code = ("import sys; from gguf import GGUFReader; f = GGUFReader(sys.argv[1]).fields.get('tokenizer.chat_template');"
@@ -75,21 +56,9 @@ def quantize(src: Path, dest: Path, qtype: str, tools: Path) -> float:
                     f"llama-quantize {qtype.upper()}")
 
 
-def gguf_files(run_dir: Path, wanted: list[str] | None, key: str) -> dict[str, Path]:
-    """The GGUF files of the finished `make gguf`, by type: those `wanted` (named by recipe key `key`), or all."""
-    gdir = run_dir / "gguf"
-    if not (gdir / "stage.json").is_file():
-        raise StageError(f"{rel(gdir)} holds no finished GGUF files: run `make gguf RUN={run_dir.name}` first.")
-    files = {q: gdir / f["file"] for q, f in json.loads((gdir / "tooltune.json").read_text())["files"].items()}
-    missing = [q for q in wanted or [] if q not in files]
-    if missing:
-        raise StageError(f"{key} names {missing}, which `make gguf` did not write (it wrote {sorted(files)}): add them "
-                         f"to export.gguf, e.g. ARGS=\"export.gguf=[{','.join(sorted(set(files) | set(missing)))}]\".")
-    return {q: files[q] for q in (wanted or files)}
-
-
 def run(recipe: Recipe, run_dir: Path) -> Path:
-    from pipeline.export import decoding_defaults, export_info
+    from pipeline.lib.artifacts import export_info
+    from pipeline.lib.generation import decoding_defaults
     from pipeline.lib.modelfile import modelfile
 
     started = time.time()

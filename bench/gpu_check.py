@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The prepared GPU check (`make gpu-check`): unsloth vs hf vs a plain TRL script, and the 4-bit path end to end.
 
-    python scripts/gpu_check.py [--out PATH] [--only NAME,...] [--steps 10] [--shared-prefix]
-    python scripts/gpu_check.py --cpu-smoke          # tiny model on the CPU: catches bugs before a GPU sees them
+    python bench/gpu_check.py [--out PATH] [--only NAME,...] [--steps 10] [--shared-prefix]
+    python bench/gpu_check.py --cpu-smoke          # tiny model on the CPU: catches bugs before a GPU sees them
 
 Without CUDA it prints "no NVIDIA GPU: skipping the GPU check" and exits 0. With CUDA it builds a
 Llama-shaped model with random weights locally (hidden 1024, 8 layers, 16 heads, 4 KV heads,
@@ -22,12 +22,12 @@ on synthetic data (random token ids, batch 4 x 1024, labels masked on the first 
 
 For each: tokens/s after `--warmup` steps (wall time between step ends, data collation and optimizer
 included), peak VRAM (torch.cuda.max_memory_allocated, load + train), the loss at every step, and
-MFU = tokens/s * 4 * N_params / peak dense bf16 FLOP/s (pipeline.lib.hardware's LoRA cost model: forward
+MFU = tokens/s * 4 * N_params / peak dense bf16 FLOP/s (pipeline.lib.planner's LoRA cost model: forward
 2N + backward through the activations 2N, attention FLOPs not counted). Then the 4-bit path end to
 end per 4-bit backend (e2e_hf_4bit, e2e_unsloth_4bit): load 4-bit, train a few steps, save the
 adapter, and export the way pipeline/export.py does (16-bit base + adapter, merge_and_unload, save,
 reload) and compare greedy generations of the adapter model and the reloaded merged model
-(pipeline.export.compare: a difference only passes at a near-tie), plus logit differences. Last,
+(pipeline.stages.s5_export.compare: a difference only passes at a near-tie), plus logit differences. Last,
 `make train`'s six stages through their real entry points (chain_unsloth_4bit, chain_hf_4bit): the
 default recipe's data and Hermes template on this random model, 4-bit, 8 steps, merge and eval.
 
@@ -48,8 +48,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
 import importlib.util
+import io
 import json
 import math
 import os
@@ -67,7 +67,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pipeline.lib.common import versions  # noqa: E402  (after the path and environment are set)
-from pipeline.plan import params_from_config  # noqa: E402
+from pipeline.lib.planner import params_from_config  # noqa: E402  (after the path and environment are set)
 
 SKIP_MESSAGE = "no NVIDIA GPU: skipping the GPU check"
 SCHEMA = 1
@@ -120,8 +120,8 @@ def model_config(vocab_size: int, smoke: bool = False, **token_ids) -> dict:
 
 
 def gpu_peak_flops(name: str | None) -> tuple[str | None, float | None]:
-    """(GPU class, dense bf16 FLOP/s) from the device name, using pipeline.lib.hardware.GPUS; (None, None) if unknown."""
-    from pipeline.lib.hardware import GPUS
+    """(GPU class, dense bf16 FLOP/s) from the device name, using pipeline.lib.planner.GPUS; (None, None) if unknown."""
+    from pipeline.lib.planner import GPUS
 
     n = (name or "").lower()
     if "h100" in n and "pcie" in n:
@@ -333,12 +333,12 @@ def _plain_sft_config(ctx: dict, outdir: Path, steps: int, lr: float, dtype, **e
 
 def train_repo_style(model, tok, rows, collator, ctx: dict, outdir: Path, steps: int, lr: float, backend: str) -> dict:
     """Like pipeline/sft.py: SFTTrainer (with its CPU fallback loss), the repo's collator, and the SFTConfig the
-    sft stage builds (pipeline.sft.sft_config) for this check's recipe: `steps` micro-batches at a constant `lr`."""
+    sft stage builds (pipeline.lib.trainer.sft_config) for this check's recipe: `steps` micro-batches at a constant `lr`."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     from pipeline.lib.backends import training_settings
-    from pipeline.sft import make_trainer_class, sft_config
+    from pipeline.lib.trainer import make_trainer_class, sft_config
 
     recipe = make_recipe(ctx, backend, False)
     t = recipe.train
@@ -385,7 +385,7 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
         from transformers import AutoModelForCausalLM
         from trl import SFTTrainer
 
-        from pipeline.sft import make_trainer_class
+        from pipeline.lib.trainer import make_trainer_class
 
         dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         model = AutoModelForCausalLM.from_pretrained(ctx["model_dir"], dtype=dtype,
@@ -463,10 +463,10 @@ def _after_load(rec: dict, device: str) -> None:
 
 def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
     """4-bit (or, in the smoke run, fp32 CPU) LoRA training, then the export stage's merge and its check
-    (pipeline.export.merge_checked: 16-bit base + adapter, never merged into 4-bit weights)."""
+    (pipeline.stages.s5_export.merge_checked: 16-bit base + adapter, never merged into 4-bit weights)."""
     import torch
 
-    from pipeline.export import merge_checked
+    from pipeline.stages.s5_export import merge_checked
 
     device = ctx["device"]
     backend = {"e2e_hf_4bit": "hf", "e2e_unsloth_4bit": "unsloth", SMOKE_E2E: "cpu"}[name]
@@ -514,7 +514,12 @@ def e2e_check(name: str, ctx: dict, workdir: Path) -> dict:
 def chain_check(name: str, ctx: dict, workdir: Path) -> dict:
     """`make train`'s six stages through their real entry points: the default recipe's data and
     Hermes template on this check's random model, with the backend (4-bit on CUDA) the name says."""
-    from pipeline import count, evaluate, export, load, sft, validate
+    from pipeline.stages import s1_validate as validate
+    from pipeline.stages import s2_count as count
+    from pipeline.stages import s3_load as load
+    from pipeline.stages import s4_sft as sft
+    from pipeline.stages import s5_export as export
+    from pipeline.stages import s6_evaluate as evaluate
 
     backend = {"chain_hf_4bit": "hf", "chain_unsloth_4bit": "unsloth", SMOKE_CHAIN: "cpu"}[name]
     os.environ["TOOLTUNE_RUNS"] = str(workdir / "runs")

@@ -97,7 +97,7 @@ def convert_schema(schema: dict) -> tuple[dict, dict]:
 
 def convert_tool(tool: dict) -> tuple[dict, dict]:
     """One MCP tool (as `tools/list` returns it) -> (OpenAI tool, what changed); Unconvertible says why not."""
-    from pipeline.validate import normalize_tools
+    from pipeline.lib.conversations import normalize_tools
 
     name = tool.get("name")
     schema = tool.get("inputSchema")
@@ -225,7 +225,7 @@ def run(spec: str, out: Path, timeout: float) -> dict:
 def main(argv=None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.tools", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pipeline.commands.tools", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mcp", default=os.environ.get("TOOLTUNE_MCP"),
                     help="the server: a command line (started over stdio) or an http(s) URL (streamable HTTP)")

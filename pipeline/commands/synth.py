@@ -196,7 +196,7 @@ def kind_problems(item: dict, messages: list[dict]) -> list[str]:
 
 
 def first_user_key(messages: list[dict]) -> str:
-    from pipeline.validate import norm_text
+    from pipeline.lib.conversations import norm_text
 
     text = next((m.get("content") for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str)), "")
     return norm_text(text)
@@ -204,7 +204,7 @@ def first_user_key(messages: list[dict]) -> str:
 
 def judge(item: dict, reply: str, tools: list[dict], seen: dict[str, str], schemas) -> tuple[dict | None, dict]:
     """(accepted line, None) or (None, review entry) for one teacher reply."""
-    from pipeline.validate import check_line
+    from pipeline.lib.conversations import check_line
 
     base = {"id": item["id"], "kind": item["kind"], **{k: item[k] for k in ("tool", "tool2") if k in item}}
     obj = parse_reply(reply)
@@ -259,7 +259,7 @@ def append_line(path: Path, row: dict) -> None:
 
 
 def load_tools(path: Path) -> list[dict]:
-    from pipeline.validate import load_tools_file
+    from pipeline.lib.conversations import load_tools_file
 
     if not path.is_file():
         raise StageError(f"TOOLS={path}: no such file (make tools writes one from an MCP server).")
@@ -294,7 +294,7 @@ def report(out: Path, items: list[dict], accepted: list[dict], queued: list[dict
 def run(tools_path: Path, n: int, teacher: Teacher, out: Path, concurrency: int, seed: int) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipeline.validate import Schemas
+    from pipeline.lib.conversations import Schemas
 
     tools = load_tools(tools_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +381,7 @@ def apply_decisions(out: Path, tools: list[dict]) -> dict:
     where needed, is checked again: valid, it joins accepted.jsonl; not, it stays queued with its new errors) or
     `"decision": "drop"` (it moves to dropped.jsonl, kept, not deleted). Entries without a decision stay queued."""
     from pipeline.lib.common import write_text_atomic
-    from pipeline.validate import Schemas, check_line
+    from pipeline.lib.conversations import Schemas, check_line
 
     review, accepted_path, dropped_path = out / "review.jsonl", out / "accepted.jsonl", out / "dropped.jsonl"
     rows = read_done(review)
@@ -461,7 +461,7 @@ def main(argv=None) -> None:
     import argparse
 
     env = os.environ.get
-    ap = argparse.ArgumentParser(prog="python -m pipeline.synth", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pipeline.commands.synth", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tools", default=env("TOOLTUNE_TOOLS") or "tools.json", help="the OpenAI tools list (make tools)")
     ap.add_argument("--n", type=int, default=int(env("TOOLTUNE_N") or 0), help="conversations to generate")

@@ -1,6 +1,6 @@
 """Stage 6, evaluate: base model vs tuned (merged) model on the held-out eval split.
 
-    python -m pipeline.evaluate --recipe smollm2-135m-tools
+    python -m pipeline.stages.s6_evaluate --recipe smollm2-135m-tools
     make evaluate ARGS="data.eval=OTHER.jsonl"      # score any canonical file without retraining
 
 For every assistant turn of the eval conversations, prompt with the conversation before it (the
@@ -18,189 +18,34 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
 from rich.table import Table
 
-from pipeline.lib.parse import Parsed, calls_match, parse
-from pipeline.lib.template import Chat, adapt
-from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic,
-                             write_jsonl_atomic, write_sidecar, write_text_atomic)
-from pipeline.lib.generation import greedy
-from pipeline.lib.models import load_for_inference, load_tokenizer, resolve
-from pipeline.export import base_16bit, check_16bit
-from pipeline.gguf import gguf_files
-from pipeline import bfcl
+from pipeline.lib import bfcl
+from pipeline.lib.artifacts import gguf_files
+from pipeline.lib.common import (
+    StageError,
+    console,
+    fingerprint,
+    rel,
+    stage_main,
+    up_to_date,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_sidecar,
+    write_text_atomic,
+)
+from pipeline.lib.inference import free_gpu_memory, generate, load_model, scored_models
+from pipeline.lib.models import load_tokenizer
+from pipeline.lib.parse import Parsed
 from pipeline.lib.recipe import Recipe
+from pipeline.lib.scoring import METRICS, SLACK, TARGETS, by_turn, compare_engines, compare_turns, eval_items, from_message, reply_budget, score, wire
+from pipeline.lib.template import Chat
 
 STAGE = "evaluate"
-# The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
-TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
-SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
 FORGETTING = ("irrelevance", "simple_python", "multiple")  # BFCL categories of the forgetting check
-METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
-
-
-def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dict]:
-    """One item per assistant turn (as the template sees it): the prompt messages and the reference."""
-    items = []
-    for r in records:
-        msgs = adapt(r["messages"], fmt)
-        for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"] if isinstance(
-                c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"]),
-                      **({"acceptable": c["acceptable"]} if c.get("acceptable") else {})}
-                for c in m.get("tool_calls") or []]
-            items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
-                          "after": "tool" if i and msgs[i - 1]["role"] == "tool" else "user",
-                          "reference": {"calls": calls, "text": m.get("content") or "", "message": m}})
-    if max_turns is not None and len(items) > max_turns:
-        step = len(items) / max_turns  # spread over the whole file, not its first conversations
-        items = [items[int(k * step)] for k in range(max_turns)]
-    return items
-
-
-def reference_tokens(chat: Chat, item: dict) -> int:
-    """Tokens of the reference reply as the template writes it after the prompt, end of turn included."""
-    prompt = chat.render_adapted(item["messages"], item["tools"], add_generation_prompt=True)
-    full = chat.render_adapted(item["messages"] + [item["reference"]["message"]], item["tools"])
-    if not full.startswith(prompt):  # a template that rewrites earlier turns: count the reply's own text
-        return len(chat.tokenizer(item["reference"]["text"] or json.dumps(item["reference"]["calls"]),
-                                  add_special_tokens=False)["input_ids"]) + 1
-    return len(chat.tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"])
-
-
-def reply_budget(chat: Chat, items: list[dict], configured: int) -> tuple[int, dict]:
-    """max_new_tokens for these turns, and what it was based on: the configured number, or (0) the
-    longest reference reply plus SLACK tokens (a right reply may be written a little differently, a
-    number as 256.250). Every token over that costs a decode step for the whole batch whenever one
-    reply runs on, as the base model's do. A fixed number below some reference replies is kept, and
-    those turns are counted: they cannot be scored right."""
-    lengths = [reference_tokens(chat, it) for it in items]
-    longest = max(lengths, default=0)
-    budget = configured if configured > 0 else longest + SLACK
-    cut = sum(1 for n in lengths if n > budget)
-    return budget, {"max_new_tokens": budget, "configured": configured, "longest_reference": longest,
-                    "references_longer_than_budget": cut}
-
-
-def why_wrong(p: Parsed, ref: list[dict]) -> str:
-    """What kind of mistake a wrong turn is, in a few words (the report groups failures by it)."""
-    if p.error:
-        return "unparseable call"
-    if not ref:
-        return "called a tool"
-    if not p.calls:
-        return "no call"
-    names, wanted = Counter(c["name"] for c in p.calls), Counter(c["name"] for c in ref)
-    if names == wanted:
-        return "wrong arguments"
-    if set(names) == set(wanted):
-        return "wrong number of calls"
-    return "wrong tool"
-
-
-def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] | None = None) -> tuple[dict, list[dict], list[dict]]:
-    """Metrics, failures, and one prediction record per turn. `parsed`: the calls as a server parsed them (else
-    tooltune's parser, which follows vLLM's, reads `outputs`)."""
-    n_call = n_text = n_par = n_res = 0
-    sel = args_ok = refus = answered = par = fails = 0
-    pred_calls = valid_calls = 0
-    preds = []
-    for k, (item, text) in enumerate(zip(items, outputs)):
-        p = parsed[k] if parsed is not None else parse(text, fmt)
-        ref = item["reference"]["calls"]
-        schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in item["tools"]}
-        if p.error:
-            fails += 1
-        for c in p.calls:
-            pred_calls += 1
-            if c["name"] in schemas and not any(Draft202012Validator(schemas[c["name"]]).iter_errors(c["arguments"])):
-                valid_calls += 1
-        ok = True
-        if ref:
-            n_call += 1
-            names_ok = Counter(c["name"] for c in p.calls) == Counter(c["name"] for c in ref)
-            exact = calls_match(p.calls, ref)  # equal arguments, or one of a reference's acceptable forms
-            sel += names_ok
-            args_ok += exact
-            if len(ref) > 1:
-                n_par += 1
-                par += exact
-            ok = exact
-        else:
-            no_call = not p.calls and not p.error
-            if item["after"] == "tool":
-                n_res += 1
-                answered += no_call
-            else:
-                n_text += 1
-                refus += no_call
-            ok = no_call
-        preds.append({"id": item["id"], "turn": item["turn"], "kind": item["kind"], "after": item["after"],
-                      "expected": ref or item["reference"]["text"], "produced": text, "ok": bool(ok),
-                      "parse_error": p.error, "why": None if ok else why_wrong(p, ref)})
-    failures = [dict(x, produced=x["produced"].strip()) for x in preds if not x["ok"]]
-    m = {
-        "tool_selection": sel / n_call if n_call else None,
-        "arguments": args_ok / n_call if n_call else None,
-        "schema_valid": valid_calls / pred_calls if pred_calls else None,
-        "refusal": refus / n_text if n_text else None,
-        "answers_result": answered / n_res if n_res else None,
-        "parallel": par / n_par if n_par else None,
-        "parse_failures": fails / len(items) if items else None,
-        "turns": len(items), "call_turns": n_call, "text_turns": n_text, "result_turns": n_res,
-        "parallel_turns": n_par,
-    }
-    return m, failures, preds
-
-
-def generate(model, tok, chat: Chat, prompts: list[str], recipe: Recipe, label: str, max_new_tokens: int) -> list[str]:
-    """Greedy replies (shared prompt prefix computed once), decoded up to the end-of-turn token.
-
-    No bf16 autocast here even where training uses it: on these CPUs it made each decode step
-    about 2x slower (the KV cache is cast every step), and fp32 keeps greedy decoding reproducible.
-    """
-    eot_id = tok.convert_tokens_to_ids(chat.eot)
-    ids = greedy(model, tok, prompts, eot_id, max_new_tokens, recipe.eval.batch_size, label=label)
-    return [tok.decode([t for t in row if t not in (eot_id, tok.pad_token_id)], skip_special_tokens=False) for row in ids]
-
-
 # --- the vllm engine: vLLM's OpenAI server, its own parser ----------------------------------------------
-
-def wire(messages: list[dict]) -> list[dict]:
-    """Messages as the OpenAI API carries them: a call's arguments as JSON text (the template writes that text
-    as it is, the same characters it writes for an object)."""
-    out = []
-    for m in messages:
-        m = dict(m)
-        if m.get("tool_calls"):
-            m["tool_calls"] = [{**c, "type": "function", "function": {
-                **c["function"], "arguments": c["function"]["arguments"] if isinstance(c["function"]["arguments"], str)
-                else json.dumps(c["function"]["arguments"], ensure_ascii=False)}} for c in m["tool_calls"]]
-        out.append(m)
-    return out
-
-
-def from_message(msg: dict, fmt: str) -> tuple[str, Parsed]:
-    """A server reply (content + tool_calls) as the produced text for predictions.jsonl and as Parsed calls."""
-    calls = []
-    for c in msg.get("tool_calls") or []:
-        try:
-            args = json.loads(c["function"]["arguments"])
-        except ValueError:
-            args = c["function"]["arguments"]
-        calls.append({"name": c["function"]["name"], "arguments": args})
-    content = msg.get("content") or ""
-    # No call back: vLLM returns the whole reply as content, so tooltune's parser (its rules) tells a failed call
-    error = None if calls else parse(content, fmt).error
-    produced = content + "".join(f"\n[call] {json.dumps(c, ensure_ascii=False)}" for c in calls)
-    return produced, Parsed(calls, content.strip(), error)
-
 
 def server_replies(url: str, model: str, items: list[dict], budget: int, parallel: int, label: str,
                    extra: dict | None = None) -> tuple[list[dict], float]:
@@ -210,7 +55,7 @@ def server_replies(url: str, model: str, items: list[dict], budget: int, paralle
 
     from rich.progress import Progress
 
-    from pipeline.serve import chat as post
+    from pipeline.lib.servers import chat as post
 
     bodies = [{"model": model, "messages": wire(it["messages"]), "tools": it["tools"], "temperature": 0,
                "max_tokens": budget, **(extra or {})} for it in items]
@@ -228,7 +73,7 @@ def server_replies(url: str, model: str, items: list[dict], budget: int, paralle
 def vllm_replies(recipe: Recipe, run_dir: Path, chat: Chat, label: str, items: list[dict], budget: int,
                  log: Path) -> tuple[list[str], list[Parsed], dict]:
     """Start vLLM on the base (label `base`) or the merged export (`tuned`), send every turn, and stop it."""
-    from pipeline.serve import SERVE_PY, Server, free_port, server_args
+    from pipeline.lib.servers import SERVE_PY, Server, free_port, server_args
 
     if not SERVE_PY.is_file():
         raise StageError("eval.engine=vllm needs the serving environment: run `make serve-venv` (or set eval.engine=hf).")
@@ -248,7 +93,7 @@ def llamacpp_replies(recipe: Recipe, chat: Chat, gguf: Path, items: list[dict], 
                      log: Path) -> tuple[list[str], list[Parsed], dict]:
     """Start `llama-server --jinja` on one GGUF (its embedded chat template, its own tool-call parser), check the
     prompts it renders (/apply-template) against tooltune's, send every turn, and stop it."""
-    from pipeline.serve import Server, free_port, llama_server_command, post
+    from pipeline.lib.servers import Server, free_port, llama_server_command, post
 
     port = free_port()
     cmd = llama_server_command(gguf, port=port, ctx=recipe.max_seq_length, parallel=recipe.eval.batch_size)
@@ -272,7 +117,7 @@ def served(replies: list[dict], chat: Chat, took: float, started: float, parity:
 
 def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:
     """The prompt token ids vLLM renders for these turns (its /tokenize endpoint) against tooltune's own."""
-    from pipeline.serve import post
+    from pipeline.lib.servers import post
 
     same = 0
     for it in items:
@@ -284,25 +129,6 @@ def prompt_parity(url: str, model: str, chat: Chat, items: list[dict]) -> dict:
     return {"checked": len(items), "identical": same}
 
 
-def compare_turns(mine: list[dict], theirs: dict) -> dict:
-    """`mine`'s verdicts against `theirs` ({(id, turn): prediction}) on the turns both scored."""
-    both = [(p, theirs[(p["id"], p["turn"])]) for p in mine if (p["id"], p["turn"]) in theirs]
-    differ = [{"id": p["id"], "turn": p["turn"], "this": p["ok"], "other": q["ok"], "produced": p["produced"][:200],
-               "other_produced": q["produced"][:200]} for p, q in both if p["ok"] != q["ok"]]
-    return {"turns": len(both), "same_verdict": len(both) - len(differ), "this_ok": sum(p["ok"] for p, _ in both),
-            "other_ok": sum(q["ok"] for _, q in both), "differ": differ}
-
-
-def by_turn(preds: list[dict], label: str) -> dict:
-    return {(p["id"], p["turn"]): p for p in preds if p["model"] == label}
-
-
-def compare_engines(preds: list[dict], other: list[dict]) -> dict | None:
-    """Turn by turn, this engine's verdicts against the other engine's on the same turns."""
-    rows = {label: compare_turns([p for p in preds if p["model"] == label], by_turn(other, label)) for label in ("base", "tuned")}
-    return {k: v for k, v in rows.items() if v["turns"]} or None
-
-
 def reused_outputs(preds: list[dict], label: str, items: list[dict]) -> list[str] | None:
     """The replies an earlier run generated for every one of these turns (same conversation, same reference), or None."""
     mine = by_turn(preds, label)
@@ -310,32 +136,6 @@ def reused_outputs(preds: list[dict], label: str, items: list[dict]) -> list[str
     if any(p is None or p["expected"] != (it["reference"]["calls"] or it["reference"]["text"]) for p, it in zip(found, items)):
         return None
     return [p["produced"] for p in found]
-
-
-def load_kwargs(recipe: Recipe, on_gpu: bool) -> dict:
-    """How the eval loads both models: in 16 bits, as vLLM serves them (bf16 on a GPU, fp32 on a CPU
-    for reproducible greedy decoding), never quantized, whatever the recipe trained with. The tuned model
-    is the merged export, the base its 16-bit checkpoint (`export.base_16bit`, already downloaded for the merge)."""
-    import torch
-
-    return dict(dtype=torch.bfloat16 if on_gpu else torch.float32, device_map={"": 0} if on_gpu else None,
-                trust_remote_code=recipe.trust_remote_code)
-
-
-def scored_models(recipe: Recipe, run_dir: Path, base: bool = True) -> list[tuple[str, str, str]]:
-    """(label, where its weights are, its name) of the models an eval scores: the 16-bit base, then the merged export."""
-    merged = run_dir / "export"
-    models = [("tuned", str(merged), str(rel(merged)))]
-    if base:
-        models.insert(0, ("base", resolve(base_16bit(recipe), "model"), base_16bit(recipe)))
-    return models
-
-
-def load_model(path: str, recipe: Recipe, name: str):
-    from pipeline.lib.backends import cuda_available
-
-    check_16bit(path, name)
-    return load_for_inference(path, **load_kwargs(recipe, cuda_available()))
 
 
 def run(recipe: Recipe, run_dir: Path) -> Path:
@@ -356,7 +156,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         return out / "report.json"
 
-    from pipeline.validate import load_split
+    from pipeline.lib.artifacts import load_split
 
     tok = load_tokenizer(recipe)
     chat = Chat.for_recipe(recipe, tok)
@@ -456,19 +256,6 @@ def read_predictions(out: Path, engine: str) -> list[dict]:
             if rows and rows[0].get("engine", "hf") == engine:
                 return rows
     return []
-
-
-def free_gpu_memory() -> None:
-    """Give the last model's memory back before the next loads (two 16 GB models do not share a 24 GB card)."""
-    import gc
-
-    gc.collect()
-    from pipeline.lib.backends import cuda_available
-
-    if cuda_available():
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 def fmt_pct(v) -> str:

@@ -1,6 +1,6 @@
 """Where a run stands: one row per stage, from the sidecars.
 
-    python -m pipeline.status --run smollm2-135m-tools
+    python -m pipeline.commands.status --run smollm2-135m-tools
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import json
 
 from rich.table import Table
 
+from pipeline.lib import stages
 from pipeline.lib.common import console, rel
 from pipeline.lib.recipe import RecipeError, fail, run_dir_for
-
-STAGES = ("validate", "count", "load", "sft", "export", "evaluate")  # each writes runs/<RUN>/<stage>/
 
 
 def main(argv=None) -> None:
@@ -29,7 +28,7 @@ def main(argv=None) -> None:
     for c in ("stage", "state", "wall time", "finished"):
         t.add_column(c)
     redone = 0
-    for stage in STAGES:
+    for stage in stages.CHAIN:
         side = run_dir / stage / "stage.json"
         if not side.is_file():
             t.add_row(stage, "[red]missing[/]", "", "")

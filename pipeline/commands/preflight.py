@@ -1,6 +1,6 @@
 """Before any stage runs: can this recipe run on this machine? Every missing thing, at once.
 
-    python -m pipeline.preflight --recipe llama31-8b-tools
+    python -m pipeline.commands.preflight --recipe llama31-8b-tools
 
 Checks the GPU (4-bit needs CUDA), the model and tokenizer (built in, a local folder, the Hugging
 Face cache, or a reachable hub), and the backend's packages. Exits 2 with one message naming

@@ -66,13 +66,13 @@ help: ## this list
 	@python3 -m pipeline.lib.stages help
 	@echo "  variables: RECIPE=$(RECIPE) RUN=$(RUN) ARGS=\"key=value ...\"  (recipes: $$(ls recipes | sed 's/.yaml//' | tr '\n' ' '))"
 
-$(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/install.sh
+$(VENV): pyproject.toml requirements/base.txt requirements/gpu.txt scripts/install.sh scripts/gpu.sh
 	@bash scripts/install.sh
 	@touch $@
 
 venv: $(VENV) ## create .venv and install everything (CPU torch, or CUDA + GPU extras where nvidia-smi finds a GPU)
 
-$(SERVE_VENV): scripts/install_serve.sh
+$(SERVE_VENV): scripts/install_serve.sh scripts/gpu.sh
 	@bash scripts/install_serve.sh
 	@touch $@
 

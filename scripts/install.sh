@@ -7,13 +7,14 @@
 # it would otherwise pull an unrelated CLI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/gpu.sh
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 "$PY" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' || { echo "tooltune needs Python >= 3.11 (found $("$PY" --version))"; exit 1; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check"
 $PIP install -q --upgrade pip
-if [ "${TOOLTUNE_GPU:-}" = 1 ] || { [ "${TOOLTUNE_GPU:-}" != 0 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
+if has_nvidia_gpu; then
   echo "install: NVIDIA GPU found: CUDA torch + GPU extras"
   $PIP install -q "torch>=2.4,<2.15" -r requirements/base.txt -r requirements/gpu.txt
 else

@@ -7,6 +7,7 @@
 #   first build: about 8 minutes on 2 CPU cores (cmake + ninja, CPU backend; CUDA where an NVIDIA GPU and nvcc are found)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/gpu.sh
 VERSION=${TOOLTUNE_LLAMACPP_VERSION:-0.3.36}
 DEST=${TOOLTUNE_LLAMACPP:-${XDG_CACHE_HOME:-$HOME/.cache}/tooltune/llama.cpp-$VERSION}
 if [ "${1:-}" = --where ]; then
@@ -31,8 +32,7 @@ tar -xzf "$WORK"/llama_cpp_python-"$VERSION".tar.gz -C "$WORK"
 SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
 FLAGS=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
        -DBUILD_SHARED_LIBS=OFF)
-if [ "${TOOLTUNE_GPU:-}" = 1 ] || { [ "${TOOLTUNE_GPU:-}" != 0 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 \
-     && command -v nvcc >/dev/null; }; then
+if has_nvidia_gpu && command -v nvcc >/dev/null; then
   FLAGS+=(-DGGML_CUDA=ON)
   echo "install-llamacpp: NVIDIA GPU and nvcc found: building with CUDA"
 fi

@@ -7,13 +7,14 @@
 #     start with `operator torchvision::nms does not exist`. A text model needs none of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/gpu.sh
 VLLM_VERSION=${TOOLTUNE_VLLM:-0.32.0}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv-serve/bin/python ] || "$PY" -m venv .venv-serve
 PIP=".venv-serve/bin/python -m pip --disable-pip-version-check"
 $PIP install -q --upgrade pip
-if [ "${TOOLTUNE_GPU:-}" = 1 ] || { [ "${TOOLTUNE_GPU:-}" != 0 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
+if has_nvidia_gpu; then
   echo "install-serve: NVIDIA GPU found: vllm==$VLLM_VERSION"
   $PIP install -q "vllm==$VLLM_VERSION"
 else

@@ -146,9 +146,11 @@ def test_tooltunes_argument_metric_accepts_what_bfcls_checker_accepts(answered, 
     from pipeline.lib.formats import import_bfcl
     from pipeline.lib.scoring import eval_items, score
 
-    records, items, texts, theirs = [], [], [], []
+    records, items, texts, theirs, refused = [], [], [], [], []
     for it in answered:
         (rec, errors), = import_bfcl([it["question"]], {it["id"]: it["answer"]})
+        if rec is None:
+            refused += [e["code"] for e in errors[:1]]
         if rec is None or not direct(it, calls_of(it, last)):
             continue  # rejected by the validator, or one of the few answers BFCL's own checker refuses (see above)  # BFCL's own contradictions (an empty list of values, a required argument it may omit)
         rec["id"] = it["id"]
@@ -165,7 +167,10 @@ def test_tooltunes_argument_metric_accepts_what_bfcls_checker_accepts(answered, 
             texts.append(reply(calls))
             theirs.append(direct(it, calls))
         records.append(rec)
-    assert len(records) > 0.99 * len(answered)
+    # The importer checks with the validator: what it refuses is only BFCL's answers that their own schemas refuse
+    # (a required argument left out, a string where the schema says array, a value outside its enum): 26 of 2,351.
+    assert set(refused) <= {"arguments_schema"} and len(refused) < 0.015 * len(answered)
+    assert len(records) > 0.98 * len(answered)
     assert any(c.get("acceptable") for r in records for m in r["messages"] for c in m.get("tool_calls") or [])
     _, _, preds = score(items, texts, "hermes")
     ours = [p["ok"] for p in preds]

@@ -13,6 +13,7 @@ from pipeline.stages import s3_load as load
 from pipeline.stages import s4_sft as sft
 from pipeline.stages import s5_export as export
 from pipeline.stages import s6_evaluate as evaluate
+from chain import run_stage
 
 
 def tiny_args(model_dir) -> list[str]:
@@ -23,7 +24,7 @@ def tiny_args(model_dir) -> list[str]:
 
 
 def stage(module, argv):
-    module.main(["--recipe", "smollm2-135m-tools", "--run", "e2e", *argv])
+    run_stage(module, "smollm2-135m-tools", "e2e", argv)
 
 
 def test_chain_end_to_end(tiny_model_dir, runs_dir, capsys):

@@ -7,6 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.lib.conversations import Schemas, check_line  # noqa: E402
 from pipeline.lib.formats import (  # noqa: E402
     bfcl_types_to_json_schema,
     convert,
@@ -77,7 +78,8 @@ def test_glaive_fixture(name):
     assert len(ok) >= 0.95 * len(raws)
     assert sum(1 for r in ok if any(m.get("tool_calls") for m in r["messages"])) > 50
     # the zh demo has two records whose call was written as prose ("AI 计算折扣: {...}")
-    assert {e[0]["code"] for e in bad} <= {"orphan_observation"}
+    assert {e[0]["code"] for e in bad} <= {"orphan_observation", "arguments_schema"}  # a call its own schema refuses
+    assert all(check_line(json.dumps(r).encode(), None, Schemas())[1] == [] for r in ok)  # what is written, validate accepts
 
 
 def test_toolbench_fixture():

@@ -25,6 +25,7 @@ from pipeline.stages import s3_load as load
 from pipeline.stages import s4_sft as sft
 from pipeline.stages import s5_export as export
 from pipeline.stages import s6_evaluate as evaluate
+from chain import run_stage
 
 MINI = ["load_in_4bit=false", "data.max_train=12", "data.eval_max=3", "train.max_steps=2", "train.save_steps=1",
         "train.logging_steps=1", "train.lr=5e-3", "eval.max_turns=4", "eval.batch_size=4", "eval.max_new_tokens=8",
@@ -47,7 +48,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 def rehearse(name: str, args: list[str]) -> None:
     for module in (validate, count, load, sft, export, evaluate):
-        module.main(["--recipe", name, "--run", "rehearsal", *args])
+        run_stage(module, name, "rehearsal", args)
 
 
 @pytest.mark.slow

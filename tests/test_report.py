@@ -18,6 +18,7 @@ from pipeline.stages import s3_load as load
 from pipeline.stages import s4_sft as sft
 from pipeline.stages import s5_export as export
 from pipeline.stages import s6_evaluate as evaluate
+from chain import run_stage
 
 STEPS = 4
 
@@ -37,7 +38,7 @@ def run(tiny_model_dir, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TOOLTUNE_RUNS", str(runs))
         for module in (validate, count, load, sft, export, evaluate):
-            module.main(["--recipe", "smollm2-135m-tools", "--run", "rep", *tiny_args(tiny_model_dir)])
+            run_stage(module, "smollm2-135m-tools", "rep", tiny_args(tiny_model_dir))
     return runs / "rep"
 
 

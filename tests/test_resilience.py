@@ -27,6 +27,7 @@ from pipeline.stages import s3_load as load
 from pipeline.stages import s4_sft as sft
 from pipeline.stages import s5_export as export
 from pipeline.stages import s6_evaluate as evaluate
+from chain import run_stage
 
 RECIPE = "smollm2-135m-tools"
 SECRETS = {"HF_TOKEN": "hf_FAKEtoken1234567890", "WANDB_API_KEY": "fake-wandb-key-0987"}
@@ -42,7 +43,7 @@ def tiny_args(model_dir) -> list[str]:
 
 
 def stage(module, run: str, args: list[str]) -> None:
-    module.main(["--recipe", RECIPE, "--run", run, *args])
+    run_stage(module, RECIPE, run, args)
 
 
 def read_log(path: Path) -> list[dict]:

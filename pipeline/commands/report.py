@@ -20,14 +20,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from pipeline.lib import bfcl, stages
-from pipeline.lib.common import console, err_console, rel, write_bytes_atomic, write_text_atomic
+from pipeline.lib import bfcl, scoring, stages
+from pipeline.lib.common import console, err_console, read_jsonl, rel, write_bytes_atomic, write_text_atomic
 from pipeline.lib.recipe import ROOT, scrub
+from pipeline.lib.scoring import METRIC_NAMES, pct
 
 ARTICLE = '"Fine-Tune a 7B Model for $1,500 (Not $50,000)"'
-METRIC_NAMES = {"tool_selection": "tool selection", "arguments": "arguments", "schema_valid": "schema-valid calls",
-                "refusal": "refusal / clarification", "answers_result": "answers a tool result",
-                "parallel": "parallel calls", "parse_failures": "parse failures (lower is better)"}
 # Colours the screenshot check looks for: each is used by one kind of chart mark and nothing else on the page.
 COLOURS = {"loss": "#e8710a", "eval_loss": "#7b1fa2", "lr": "#188038", "tuned": "#1a73e8", "base": "#9aa0a6",
            "target": "#d93025"}
@@ -47,17 +45,7 @@ def _json(path: Path):
 
 
 def _jsonl(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    out = []
-    for x in lines:
-        try:
-            out.append(json.loads(x))
-        except ValueError:
-            continue  # a line cut off by a kill: the report shows the rest
-    return out
+    return read_jsonl(path, tolerant=True)
 
 
 def collect(run_dir: Path) -> dict:
@@ -142,10 +130,6 @@ def failure_groups(preds: list[dict], fmt: str = "hermes") -> list[tuple[str, st
     total = Counter(p["kind"] for p in preds)
     wrong = Counter((p["kind"], why(p, fmt)) for p in preds if not p["ok"])
     return [(k, why, n, total[k]) for (k, why), n in wrong.most_common()]
-
-
-def pct(v) -> str:
-    return "-" if v is None else f"{v:.1%}"
 
 
 def esc(x) -> str:
@@ -366,15 +350,9 @@ def eval_groups(ev: dict) -> list[tuple[str, float | None, float | None, float |
 
 
 def eval_rows(ev: dict) -> list[list[str]]:
-    rows = []
-    for k, name in METRIC_NAMES.items():
-        t = (ev.get("tuned") or {}).get(k)
-        b = (ev.get("base") or {}).get(k)
-        target = (ev.get("targets") or {}).get(k)
-        verdict = "" if target is None else (
-            '<span class="pass">PASS</span>' if ev["pass"].get(k) else '<span class="fail">FAIL</span>')
-        rows.append([esc(name), pct(b), pct(t), "" if target is None else f"&ge; {target:.0%}", verdict])
-    return rows
+    verdict = {"PASS": '<span class="pass">PASS</span>', "FAIL": '<span class="fail">FAIL</span>', "": ""}
+    return [[esc(name), base, tuned, esc(target).replace("&gt;=", "&ge;"), verdict[v]]
+            for name, base, tuned, target, v in scoring.eval_rows(ev)]
 
 
 def build_html(d: dict) -> str:
@@ -511,13 +489,7 @@ def build_html(d: dict) -> str:
 # --- Markdown --------------------------------------------------------------------------------------------
 
 def md_eval_table(ev: dict) -> list[str]:
-    lines = ["| metric | base | tuned | target | |", "|---|---|---|---|---|"]
-    for k, name in METRIC_NAMES.items():
-        target = ev["targets"].get(k)
-        verdict = "" if target is None else ("PASS" if ev["pass"].get(k) else "FAIL")
-        base = pct((ev.get("base") or {}).get(k))
-        lines.append(f"| {name} | {base} | {pct(ev['tuned'].get(k))} | {'' if target is None else f'>= {target:.0%}'} | {verdict} |")
-    return lines
+    return scoring.markdown_table(scoring.EVAL_HEADER, scoring.eval_rows(ev))
 
 
 def build_markdown(d: dict, has_png: bool) -> str:

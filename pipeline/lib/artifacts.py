@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.lib.common import (
-    StageError,
-    rel,
-)
+from pipeline.lib.common import StageError, rel
 
 
 def load_split(run_dir: Path, split_name: str) -> list[dict]:

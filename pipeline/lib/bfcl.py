@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import types
 from pathlib import Path
 
-from pipeline.lib.common import (
-    StageError,
-)
+from pipeline.lib.common import StageError, read_jsonl
 from pipeline.lib.parse import parse
 
 NON_LIVE = ("simple_python", "multiple", "parallel", "parallel_multiple")
-
-
 LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
-
-
 IRRELEVANCE = ("irrelevance", "live_irrelevance")
-
-
 CATEGORIES = NON_LIVE + LIVE + IRRELEVANCE
-
-
 # The leaderboard's figures (BFCL v3, 2025-04): non-live AST / live / irrelevance, in percent.
 ANCHORS = {"Qwen2.5-0.5B-Instruct": (62.3, 48.0, 46.2), "Hammer2.1-0.5b (a 0.5B tool fine-tune)": (69.1, 62.9, 73.9),
            "Llama-3.1-8B-Instruct (prompt)": (84.2, 61.1, 48.8), "ToolACE-2-8B (a Llama 3.1 8B tool fine-tune)": (87.6, 80.1, 90.1)}
-
-
 CHECKER_MODEL = "tooltune"  # the name BFCL's checker is told; its functions keep their dots
 
 
@@ -42,7 +29,7 @@ def data_dir() -> Path:
 
 
 def read_lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return read_jsonl(path)
 
 
 def category(name: str) -> tuple[list[dict], dict[str, list]]:

@@ -125,6 +125,27 @@ def run_lock(run_dir: Path, stage: str):
         os.close(fd)
 
 
+def read_jsonl(path: Path, tolerant: bool = False) -> list[dict]:
+    """The objects of a JSONL file written by a stage. `tolerant`: a missing file is empty and a line cut off by a
+    kill is skipped (the report shows what is there); otherwise either is an error for the caller."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        if tolerant:
+            return []
+        raise
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if not tolerant:
+                raise
+    return out
+
+
 # --- sidecars -----------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:

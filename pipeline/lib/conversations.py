@@ -18,29 +18,17 @@ from pipeline.lib.parse import acceptable_args
 from pipeline.lib.recipe import ROOT
 
 ROLES = {"system", "user", "assistant", "tool"}
-
-
 MAX_LINE_BYTES = 4 << 20
-
-
 RAW_KEPT = 20_000  # characters of a rejected line copied into rejects.jsonl (file and line point to the whole)
-
-
 BOM = b"\xef\xbb\xbf"
-
-
 # A tool name as the OpenAI API allows it (plus `.`, which BFCL uses): it is written between quotes in
 # every template and parsed back by the serving engine, so quotes, spaces and markup have no place in it.
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
 # Chat-control markup that a tokenizer turns into control tokens, or a parser into a call: in content it
 # would let a user's text end a turn or forge one in training. The ChatML/Llama 3/Phi shape <|...|>, the
 # Hermes tool tags and Mistral's bracketed controls; the tokenizer-specific rest is checked by count.
 CONTROL = re.compile(r"<\|[^|<>\s]{1,64}\|>|</?(?:tool_call|tool_response|tools)>|\[/?(?:INST|TOOL_CALLS|AVAILABLE_TOOLS|"
                      r"TOOL_RESULTS|SYSTEM_PROMPT)\]")
-
-
 # Each code: (what is wrong, how to fix it). Codes are stable: tests and users grep for them.
 CODES = {
     "utf8": "the line is not valid UTF-8; re-save the file as UTF-8",

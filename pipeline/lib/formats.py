@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from pipeline.lib.common import write_jsonl_atomic
+from pipeline.lib.conversations import Schemas, check_line
 
 __all__ = [
     "FORMATS",
@@ -91,6 +92,7 @@ __all__ = [
 ]
 
 Result = tuple[dict | None, list[dict]]
+_SCHEMAS = Schemas()  # the checker's compiled tool schemas, shared by every record converted
 
 
 def _err(code: str, message: str, fix: str) -> dict:
@@ -184,87 +186,17 @@ class _Calls:
 
 
 def validate_canonical(record: Any) -> list[dict]:
-    """Structural check of a canonical record; returns a list of errors (empty when fine).
-
-    Checks: tools well-formed with unique names; roles known; every tool call is declared,
-    has a unique id and a dict of arguments; every tool message answers a call of the
-    assistant turn before it (right id and name) and every call is answered before the next
-    non-tool message (calls in the final turn may be unanswered); at least one user turn;
-    the conversation ends with an assistant turn.
-    """
-    errors: list[dict] = []
-    fix = "this is an importer bug or a malformed source record"
-
-    def bad(code: str, msg: str) -> None:
-        errors.append(_err(code, msg, fix))
-
-    if not isinstance(record, dict):
-        return [_err("invalid_canonical", "record is not an object", fix)]
-    tools, messages = record.get("tools"), record.get("messages")
-    if not isinstance(tools, list):
-        bad("invalid_canonical", "tools is not a list")
-        tools = []
-    names: set[str] = set()
-    for t in tools:
-        fn = t.get("function") if isinstance(t, dict) else None
-        if not (isinstance(t, dict) and t.get("type") == "function" and isinstance(fn, dict)
-                and isinstance(fn.get("name"), str) and isinstance(fn.get("parameters"), dict)):
-            bad("invalid_canonical", f"malformed tool entry: {str(t)[:120]}")
-            continue
-        if fn["name"] in names:
-            bad("invalid_canonical", f"tool {fn['name']!r} declared twice")
-        names.add(fn["name"])
-    if not isinstance(messages, list) or not messages:
-        bad("empty_conversation", "no messages")
-        return errors
-    pending: dict[str, str] = {}
-    ids: set[str] = set()
-    saw_user = False
-    for i, m in enumerate(messages):
-        role = m.get("role") if isinstance(m, dict) else None
-        if role != "tool" and pending and i:
-            bad("call_unanswered", f"message {i} ({role}) comes before results for {sorted(pending)}")
-            pending = {}
-        if role in ("system", "user"):
-            saw_user = saw_user or role == "user"
-            if not isinstance(m.get("content"), str):
-                bad("invalid_canonical", f"message {i} ({role}) content is not a string")
-        elif role == "assistant":
-            calls = m.get("tool_calls")
-            if calls is None:
-                if not isinstance(m.get("content"), str):
-                    bad("invalid_canonical", f"message {i} (assistant) has neither text nor tool calls")
-                continue
-            if not isinstance(calls, list) or not calls or m.get("content") is not None:
-                bad("invalid_canonical", f"message {i}: tool_calls must be a non-empty list with content null")
-                continue
-            for c in calls:
-                fn = c.get("function") if isinstance(c, dict) else None
-                if not isinstance(fn, dict) or c.get("type") != "function" or not isinstance(c.get("id"), str):
-                    bad("invalid_canonical", f"message {i}: malformed tool call {str(c)[:120]}")
-                    continue
-                if fn.get("name") not in names:
-                    bad("tool_undeclared", f"message {i} calls {fn.get('name')!r}, which is not in tools")
-                if not isinstance(fn.get("arguments"), dict):
-                    bad("arguments_not_json", f"message {i}: arguments of {fn.get('name')!r} is not an object")
-                if c["id"] in ids:
-                    bad("invalid_canonical", f"message {i}: duplicate tool call id {c['id']!r}")
-                ids.add(c["id"])
-                pending[c["id"]] = fn.get("name")
-        elif role == "tool":
-            cid = m.get("tool_call_id")
-            if cid not in pending:
-                bad("tool_result_orphan", f"message {i} (tool) answers {cid!r}, which is not an open call of the previous assistant turn")
-            elif pending.pop(cid) != m.get("name"):
-                bad("tool_result_mismatch", f"message {i} (tool) name {m.get('name')!r} does not match its call")
-            if not isinstance(m.get("content"), str):
-                bad("invalid_canonical", f"message {i} (tool) content is not a string")
-        else:
-            bad("role_unknown", f"message {i} has role {role!r}")
-    if not saw_user:
-        bad("invalid_canonical", "no user message")
-    if messages[-1].get("role") != "assistant":
-        bad("ends_without_assistant", f"conversation ends with a {messages[-1].get('role')!r} turn, not an assistant turn")
+    """Every problem the validate stage would find in a converted record (empty when it would accept it):
+    importers check with the one conversation checker, so what they write is what training accepts."""
+    try:
+        raw = json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError as e:
+        return [_err("json", f"{e}: JSON has no NaN or Infinity", "the source record holds a number JSON cannot write")]
+    except (TypeError, RecursionError) as e:
+        return [_err("invalid_canonical", str(e)[:200], "this is an importer bug or a malformed source record")]
+    except UnicodeEncodeError as e:
+        return [_err("surrogate", str(e)[:200], "the source text holds half a surrogate pair")]
+    _, errors = check_line(raw, None, _SCHEMAS)
     return errors
 
 
@@ -697,6 +629,8 @@ def load_bfcl_answers(path: str | os.PathLike) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- openai-log
 
+# What a logged reply gets wrong that a correction fixes: the conversation is kept whole beside the problem.
+FIXABLE = {"tool_undeclared", "arguments_schema"}
 MARKED_WRONG = {"wrong", "bad", "incorrect", "down", "thumbs_down", "rejected"}
 
 
@@ -749,8 +683,8 @@ def _openai_log_one(rec: Any) -> Result:
         return None, errors
     record = {"messages": messages, "tools": tools}
     structural = validate_canonical(record)
-    if any(e["code"] != "tool_undeclared" for e in structural):  # an unknown tool is a failure to fix, kept whole
-        return None, [e for e in structural if e["code"] != "tool_undeclared"]
+    if any(e["code"] not in FIXABLE for e in structural):  # a call to an unknown tool or with wrong arguments: kept whole
+        return None, [e for e in structural if e["code"] not in FIXABLE]
     verdict = str(rec.get("label") or rec.get("feedback") or "").lower()
     wrong = (verdict in MARKED_WRONG or rec.get("correct") is False) and not rec.get("correction")
     problems = []

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.lib.common import (
-    rel,
-)
+from pipeline.lib.common import rel
 from pipeline.lib.generation import greedy
 from pipeline.lib.models import base_16bit, check_16bit, load_for_inference, resolve
 from pipeline.lib.recipe import Recipe

@@ -39,11 +39,7 @@ def tokens_per_second(gpu: str, n_params: float, load_in_4bit: bool) -> float:
 
 
 GIB = 1 << 30
-
-
 PLAN_GPUS = ("rtx4090", "a100-40gb", "a100-80gb", "h100")
-
-
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -52,34 +48,20 @@ PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pr
 # model a recipe names. Unsloth's bnb-4bit checkpoints share their base model's shapes.
 _LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                    num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128)
-
-
 _LLAMA31_70B = dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, head_dim=128)
-
-
 _MISTRAL_7B_V03 = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=32768, tie_word_embeddings=False, head_dim=128)
-
-
 # Qwen2 has biases on q, k and v (model_type qwen2); 7.62B parameters in all.
 _QWEN25_7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                   num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False, head_dim=128, model_type="qwen2")
-
-
 # Phi-3.5-mini fuses qkv and gate_up; Unsloth's copies are "llamafied" (separate q/k/v/gate/up), same counts.
 _PHI35_MINI = dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
                    num_key_value_heads=32, vocab_size=32064, tie_word_embeddings=False, head_dim=96)
-
-
 _LLAMA2_13B = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                    num_key_value_heads=40, vocab_size=32000, tie_word_embeddings=False, head_dim=128)
-
-
 _SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                      num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, head_dim=64)
-
-
 KNOWN_SHAPES = {
     "meta-llama/Llama-3.1-8B-Instruct": _LLAMA31_8B,
     "meta-llama/Meta-Llama-3.1-8B-Instruct": _LLAMA31_8B,
@@ -105,8 +87,6 @@ KNOWN_SHAPES = {
     "builtin:smollm2-135m-instruct": _SMOLLM2_135M,
     "HuggingFaceTB/SmolLM2-135M-Instruct": _SMOLLM2_135M,
 }
-
-
 _KNOWN_LOWER = {k.lower(): v for k, v in KNOWN_SHAPES.items()}
 
 
@@ -181,33 +161,21 @@ def lora_params(cfg: dict, r: int, target_modules: list[str]) -> int:
 # NF4 with double quantization (Dettmers et al. 2023, QLoRA §3): 4 bits per weight, one 8-bit absmax
 # per 64 weights (0.125 bit), one fp32 constant per 256 absmax blocks (32/(64*256) = 0.002 bit).
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # = 4.127
-
-
 # LoRA A/B are kept in fp32 (PEFT's autocast_adapter_dtype=True, Unsloth alike): 4 B weight + 4 B grad,
 # and no separate master copy is needed. Adam's two states: 8-bit (bitsandbytes) 2 B, 32-bit 8 B per param.
 LORA_WEIGHT_BYTES = 4
-
-
 # Full fine-tune in mixed precision (ZeRO paper, Rajbhandari et al. 2020, "16Ψ"): 16-bit weight 2 +
 # 16-bit grad 2 + fp32 master 4 + Adam m, v 8 = 16 B per parameter.
 FULL_FT_BYTES = 16
-
-
 # During the backward pass of one (recomputed) layer its stored activations and the gradients of
 # the same tensors are alive together: about twice the layer's stored activations.
 BACKWARD_WORKING_SET = 2
-
-
 # The loss: Unsloth's fused and torchtune's chunked cross-entropy upcast one slice of the logits
 # at a time (torchtune: 8 chunks); plain HF upcasts all of them to fp32 and keeps the log-softmax.
 LOSS_CHUNKS = 8
-
-
 # The CUDA context and cuBLAS workspaces (~0.5 GiB, outside PyTorch's own counters) plus what
 # PyTorch's caching allocator reserves beyond what is allocated (~0.25 GiB on these workloads).
 CUDA_CONTEXT = 0.5 * GIB
-
-
 ALLOCATOR_SLACK = 0.25 * GIB
 
 
@@ -352,8 +320,6 @@ def token_budget(recipe: Recipe, run_dir: Path | None) -> tuple[float | None, st
 # a conversation, count 2,134 tokens with Qwen2.5's template, 2,240 with Mistral v0.3's and 2,742 with
 # Llama 3.1's (which indents the schemas): ~3.1 characters per token in the middle.
 CHARS_PER_TOKEN = 3.1
-
-
 SAMPLE = 64
 
 
@@ -398,8 +364,6 @@ def sample_tokens(recipe: Recipe, lines: list[str]) -> tuple[float, int] | None:
 # Several GPUs: the configurations `make plan` shows (count, GiB per GPU) and the share of one GPU's speed each
 # added GPU brings (gradient all-reduce and, with FSDP, the weights' all-gathers cost some of it; an assumption).
 MULTI_GPU = ((2, 24, "rtx4090"), (2, 48, None), (4, 24, "rtx4090"), (8, 80, "a100-80gb"))  # None: no speed on file
-
-
 SCALING = 0.9
 
 

@@ -12,11 +12,7 @@ from pipeline.lib.template import Chat, adapt
 
 # The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
-
-
 SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
-
-
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
@@ -183,3 +179,29 @@ def compare_engines(preds: list[dict], other: list[dict]) -> dict | None:
     """Turn by turn, this engine's verdicts against the other engine's on the same turns."""
     rows = {label: compare_turns([p for p in preds if p["model"] == label], by_turn(other, label)) for label in ("base", "tuned")}
     return {k: v for k, v in rows.items() if v["turns"]} or None
+
+
+METRIC_NAMES = {"tool_selection": "tool selection", "arguments": "arguments", "schema_valid": "schema-valid calls",
+                "refusal": "refusal / clarification", "answers_result": "answers a tool result",
+                "parallel": "parallel calls", "parse_failures": "parse failures (lower is better)"}
+EVAL_HEADER = ["metric", "base", "tuned", "target", "pass"]
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def eval_rows(ev: dict) -> list[list[str]]:
+    """The eval table as plain cells, one row per metric: the terminal, evaluate/report.md, the run page and the
+    model card all render these rows."""
+    rows = []
+    for k, name in METRIC_NAMES.items():
+        target = (ev.get("targets") or TARGETS).get(k)
+        verdict = "" if target is None else ("PASS" if ev["pass"].get(k) else "FAIL")
+        rows.append([name, pct((ev.get("base") or {}).get(k)), pct((ev.get("tuned") or {}).get(k)),
+                     "" if target is None else f">= {target:.0%}", verdict])
+    return rows
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]

@@ -27,8 +27,6 @@ def llamacpp_dir(build: bool = True) -> Path:
 
 
 SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
-
-
 CPU_MEMORY_SHARE = 0.25  # vLLM's CPU backend reserves this share of the memory for weights and KV cache
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.lib.backends import (
-    TrainSettings,
-    optimizer_name,
-)
+from pipeline.lib.backends import TrainSettings, optimizer_name
 from pipeline.lib.packing import IGNORE
 from pipeline.lib.recipe import Recipe
 

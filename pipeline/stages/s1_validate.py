@@ -25,23 +25,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from pipeline.lib.common import StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic, write_jsonl_atomic, write_sidecar
-from pipeline.lib.conversations import (
-    BOM,
-    Schemas,
-    check_line,
-    first_user,
-    load_tools_file,
-    norm_text,
-    problem,
-    raw_field,
-    reject_record,
-    toolset_key,
-    turn_types,
-)
+from pipeline.lib.conversations import (BOM, Schemas, check_line, first_user, load_tools_file, norm_text, problem, raw_field, reject_record,
+                                        toolset_key, turn_types)
 from pipeline.lib.recipe import Recipe, glob_paths
 
 STAGE = "validate"
 MIN_EXAMPLES_PER_TOOL = 50  # the article's advice: fewer than ~50 examples a tool and selection suffers
+
+
 # --- tools -----------------------------------------------------------------------------------
 
 # --- one line ----------------------------------------------------------------------------------

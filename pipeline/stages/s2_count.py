@@ -24,18 +24,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from pipeline.lib.artifacts import load_split
-from pipeline.lib.common import (
-    StageError,
-    console,
-    fingerprint,
-    rel,
-    stage_main,
-    up_to_date,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_sidecar,
-    write_text_atomic,
-)
+from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic, write_jsonl_atomic, write_sidecar,
+                                 write_text_atomic)
 from pipeline.lib.conversations import toolset_key
 from pipeline.lib.encode import encode_many, where
 from pipeline.lib.models import load_tokenizer

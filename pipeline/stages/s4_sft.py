@@ -25,27 +25,9 @@ from pathlib import Path
 from rich.table import Table
 
 from pipeline.lib import dist
-from pipeline.lib.backends import (
-    cpu_has_bf16,
-    load_base,
-    memory_now,
-    param_counts,
-    prepare_backend,
-    resolve_backend,
-    training_settings,
-)
-from pipeline.lib.common import (
-    StageError,
-    atomic_dir,
-    console,
-    fingerprint,
-    rel,
-    stage_main,
-    up_to_date,
-    write_json_atomic,
-    write_sidecar,
-    write_text_atomic,
-)
+from pipeline.lib.backends import cpu_has_bf16, load_base, memory_now, param_counts, prepare_backend, resolve_backend, training_settings
+from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, read_jsonl, rel, stage_main, up_to_date, write_json_atomic,
+                                 write_sidecar, write_text_atomic)
 from pipeline.lib.packing import IGNORE, PackCollator, PrefixGroupedSampler
 from pipeline.lib.recipe import Recipe
 from pipeline.lib.trainer import make_trainer_class, sft_config
@@ -54,13 +36,8 @@ STAGE = "sft"
 
 
 def read_tokens(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            labels = [t if m else IGNORE for t, m in zip(r["input_ids"], r["mask"])]
-            rows.append({"id": r["id"], "group": r.get("group", ""), "input_ids": r["input_ids"], "labels": labels})
-    return rows
+    return [{"id": r["id"], "group": r.get("group", ""), "input_ids": r["input_ids"],
+             "labels": [t if m else IGNORE for t, m in zip(r["input_ids"], r["mask"])]} for r in read_jsonl(path)]
 
 
 def checkpoint_complete(path: Path) -> bool:

@@ -24,27 +24,20 @@ from rich.table import Table
 
 from pipeline.lib import bfcl
 from pipeline.lib.artifacts import gguf_files
-from pipeline.lib.common import (
-    StageError,
-    console,
-    fingerprint,
-    rel,
-    stage_main,
-    up_to_date,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_sidecar,
-    write_text_atomic,
-)
+from pipeline.lib.common import (StageError, console, fingerprint, read_jsonl, rel, stage_main, up_to_date, write_json_atomic, write_jsonl_atomic,
+                                 write_sidecar, write_text_atomic)
 from pipeline.lib.inference import free_gpu_memory, generate, load_model, scored_models
 from pipeline.lib.models import load_tokenizer
 from pipeline.lib.parse import Parsed
 from pipeline.lib.recipe import Recipe
-from pipeline.lib.scoring import METRICS, SLACK, TARGETS, by_turn, compare_engines, compare_turns, eval_items, from_message, reply_budget, score, wire
+from pipeline.lib.scoring import (EVAL_HEADER, METRICS, SLACK, TARGETS, by_turn, compare_engines, compare_turns, eval_items, eval_rows, from_message,
+                                  markdown_table, pct, reply_budget, score, wire)
 from pipeline.lib.template import Chat
 
 STAGE = "evaluate"
 FORGETTING = ("irrelevance", "simple_python", "multiple")  # BFCL categories of the forgetting check
+
+
 # --- the vllm engine: vLLM's OpenAI server, its own parser ----------------------------------------------
 
 def server_replies(url: str, model: str, items: list[dict], budget: int, parallel: int, label: str,
@@ -252,14 +245,10 @@ def read_predictions(out: Path, engine: str) -> list[dict]:
     for name in (f"predictions.{engine}.jsonl", "predictions.jsonl"):
         path = out / name
         if path.is_file():
-            rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            rows = read_jsonl(path)
             if rows and rows[0].get("engine", "hf") == engine:
                 return rows
     return []
-
-
-def fmt_pct(v) -> str:
-    return "-" if v is None else f"{v:.1%}"
 
 
 def markdown(recipe: Recipe, r: dict) -> str:
@@ -270,12 +259,7 @@ def markdown(recipe: Recipe, r: dict) -> str:
              + (" by vLLM's OpenAI server, calls parsed by its own parser." if r.get("engine") == "vllm"
                 else " by transformers, calls parsed by tooltune's parser (vLLM's rules).")
              + (f" GGUF files scored by llama.cpp: {', '.join(r['gguf'])} (below)." if r.get("gguf") else ""), "",
-             "| metric | base | tuned | target | pass |", "|---|---|---|---|---|"]
-    for k in METRICS:
-        target = TARGETS.get(k)
-        passed = "" if target is None else ("PASS" if r["pass"][k] else "FAIL")
-        base = fmt_pct(r["base"][k]) if r["base"] else "-"
-        lines.append(f"| {k} | {base} | {fmt_pct(r['tuned'][k])} | {'' if target is None else f'>= {target:.0%}'} | {passed} |")
+             *markdown_table(EVAL_HEADER, eval_rows(r))]
     t = r["tuned"]
     lines += ["", f"Turns with a reference call: {t['call_turns']} ({t['parallel_turns']} parallel); with a text "
               f"reply to the user (refusal or a question for a missing argument): {t['text_turns']}; with a text "
@@ -304,7 +288,7 @@ def markdown(recipe: Recipe, r: dict) -> str:
                   "calls with its own parser; the merged 16-bit model's replies are transformers' (the hf engine).", "",
                   "| metric | merged 16-bit | " + " | ".join(g) + " |", "|---|---|" + "---|" * len(g)]
         for k in METRICS:
-            lines.append(f"| {k} | {fmt_pct(r['tuned'][k])} | " + " | ".join(fmt_pct(x["metrics"][k]) for x in g.values()) + " |")
+            lines.append(f"| {k} | {pct(r['tuned'][k])} | " + " | ".join(pct(x["metrics"][k]) for x in g.values()) + " |")
         lines += ["", "| GGUF | size | same verdict as merged | right | right for merged | prompts identical | turns/s |",
                   "|---|---|---|---|---|---|---|"]
         for x in g.values():
@@ -338,13 +322,10 @@ def markdown(recipe: Recipe, r: dict) -> str:
 
 def show(r: dict) -> None:
     t = Table(title=f"tool-calling accuracy on {r['turns']} held-out turns")
-    for c in ("metric", "base", "tuned", "target"):
+    for c in EVAL_HEADER:
         t.add_column(c, justify="left" if c == "metric" else "right")
-    for k in METRICS:
-        target = TARGETS.get(k)
-        mark = "" if target is None else (" [green]pass[/]" if r["pass"][k] else " [red]fail[/]")
-        t.add_row(k, fmt_pct(r["base"][k]) if r["base"] else "-", fmt_pct(r["tuned"][k]) + mark,
-                  "" if target is None else f">= {target:.0%}")
+    for row in eval_rows(r):
+        t.add_row(*row[:4], {"PASS": "[green]pass[/]", "FAIL": "[red]fail[/]"}.get(row[4], ""))
     console.print(t)
 
 

@@ -22,16 +22,7 @@ import time
 from pathlib import Path
 
 from pipeline.lib.bfcl import ANCHORS, CATEGORIES, items, pct, score
-from pipeline.lib.common import (
-    console,
-    fingerprint,
-    stage_main,
-    up_to_date,
-    write_json_atomic,
-    write_jsonl_atomic,
-    write_sidecar,
-    write_text_atomic,
-)
+from pipeline.lib.common import console, fingerprint, stage_main, up_to_date, write_json_atomic, write_jsonl_atomic, write_sidecar, write_text_atomic
 from pipeline.lib.recipe import Recipe
 
 STAGE = "bfcl"

@@ -52,7 +52,7 @@ def colour_pixels(png: Path, colour: str, tolerance: int = 24) -> int:
 
 def check(page: Path, shot: Path, width: int = 1280, height: int = 1400) -> dict:
     """Screenshot `page` into `shot` and return what was found; raises AssertionError naming what is missing."""
-    from pipeline.commands.report import COLOURS
+    from pipeline.lib.charts import COLOURS
 
     url = page.resolve().as_uri()
     dom = run_chromium(["--dump-dom", url]).stdout

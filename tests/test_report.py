@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from chain import run_stage
 
 from pipeline.commands import report
+from pipeline.lib import card, scoring
 from pipeline.lib.recipe import ROOT
 from pipeline.stages import s1_validate as validate
 from pipeline.stages import s2_count as count
@@ -18,7 +20,6 @@ from pipeline.stages import s3_load as load
 from pipeline.stages import s4_sft as sft
 from pipeline.stages import s5_export as export
 from pipeline.stages import s6_evaluate as evaluate
-from chain import run_stage
 
 STEPS = 4
 
@@ -104,7 +105,7 @@ def test_model_card_has_the_hub_header_and_the_eval_numbers(run):
     assert meta["license"] and "tool-calling" in meta["tags"] and "tooltune" in meta["tags"]
     assert "base_model" not in meta  # a local folder is not a hub id; a hub model's id is written (next test)
     ev = json.loads((run / "evaluate" / "report.json").read_text())
-    for key, name in report.METRIC_NAMES.items():
+    for key, name in scoring.METRIC_NAMES.items():
         row = next(x for x in text.splitlines() if x.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == report.pct(ev["base"][key]) and cells[2] == report.pct(ev["tuned"][key]), row
@@ -122,11 +123,11 @@ def test_model_card_names_a_hub_base_model_and_its_licence():
 
     d = {"recipe": {"model": "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit", "load_in_4bit": True, "export": {}},
          "load": {"backend": "unsloth"}}
-    meta = yaml.safe_load(report.card_header(d).split("---")[1])
+    meta = yaml.safe_load(card.card_header(d).split("---")[1])
     assert meta["base_model"] == "unsloth/Meta-Llama-3.1-8B-Instruct" and meta["license"] == "llama3.1"
     assert {"unsloth", "qlora"} <= set(meta["tags"])
     d["recipe"]["model"] = "builtin:smollm2-135m-instruct"
-    meta = yaml.safe_load(report.card_header(d).split("---")[1])
+    meta = yaml.safe_load(card.card_header(d).split("---")[1])
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
 
 

@@ -14,26 +14,16 @@ rebuilds them from the run folder alone:
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 from pipeline.lib import bfcl, scoring, stages
-from pipeline.lib.common import console, err_console, read_jsonl, rel, write_bytes_atomic, write_text_atomic
-from pipeline.lib.recipe import ROOT, scrub
-from pipeline.lib.scoring import METRIC_NAMES, pct
-
-ARTICLE = '"Fine-Tune a 7B Model for $1,500 (Not $50,000)"'
-# Colours the screenshot check looks for: each is used by one kind of chart mark and nothing else on the page.
-COLOURS = {"loss": "#e8710a", "eval_loss": "#7b1fa2", "lr": "#188038", "tuned": "#1a73e8", "base": "#9aa0a6",
-           "target": "#d93025"}
-# The hub's id and licence of the base models the recipes use (the model card's `base_model` and `license`).
-BUILTIN_HUB = {"builtin:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-LICENSES = (("smollm2", "apache-2.0"), ("llama-3.1", "llama3.1"), ("llama-3-", "llama3"), ("llama-2", "llama2"),
-            ("qwen2.5-7b", "apache-2.0"), ("qwen2.5-3b", "other"), ("mistral-7b", "apache-2.0"), ("phi-3.5", "mit"))
-
+from pipeline.lib.common import console, err_console, read_jsonl, rel, write_text_atomic
+from pipeline.lib.recipe import scrub
+from pipeline.lib.scoring import pct
+from pipeline.lib.card import ARTICLE, md_eval_table, model_card, reproduces
+from pipeline.lib.charts import COLOURS, CSS, bar_chart, esc, line_chart, loss_png, loss_series, table
 
 # --- reading the run -----------------------------------------------------------------------------------
 
@@ -77,44 +67,6 @@ def collect(run_dir: Path) -> dict:
     return d
 
 
-def reproduces(recipe_name: str) -> str:
-    """The recipe file's own "Reproduces:" paragraph (its header comment), as one line."""
-    path = ROOT / "recipes" / f"{recipe_name}.yaml"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return ""
-    out, inside = [], False
-    for line in lines:
-        if not line.startswith("#"):
-            break
-        text = line.lstrip("#").strip()
-        if text.startswith("Reproduces:"):
-            inside, text = True, text[len("Reproduces:"):].strip()
-        elif inside and (not text or re.match(r"^[A-Z][a-z]+( [a-z]+)?:", text)):
-            break
-        if inside:
-            out.append(text)
-    text = " ".join(out)
-    return text + (f" (The article: {ARTICLE}.)" if "the article" in text else "")
-
-
-def base_model_id(recipe: dict) -> str | None:
-    """The hub id of the 16-bit model the adapter was merged into, or None for a local folder."""
-    from pipeline.lib.models import sixteen_bit_id
-
-    name = (recipe.get("export") or {}).get("base") or sixteen_bit_id(recipe["model"])
-    name = BUILTIN_HUB.get(name, name)
-    if name.startswith(("/", ".", "~")) or name.count("/") != 1 or Path(name).exists():
-        return None
-    return name
-
-
-def license_of(model: str | None) -> str:
-    low = (model or "").lower()
-    return next((lic for key, lic in LICENSES if key in low), "other")
-
-
 def why(p: dict, fmt: str) -> str:
     """A wrong turn's kind of mistake: as the eval recorded it, or worked out again from the reply."""
     if p.get("why"):
@@ -132,185 +84,9 @@ def failure_groups(preds: list[dict], fmt: str = "hermes") -> list[tuple[str, st
     return [(k, why, n, total[k]) for (k, why), n in wrong.most_common()]
 
 
-def esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
 # --- charts (inline SVG, no script) ---------------------------------------------------------------------
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + 1
-    raw = (hi - lo) / n
-    mag = 10 ** int(f"{raw:e}".split("e")[1])
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = int(lo / step) * step
-    out, v = [], first
-    while v <= hi + 1e-12:
-        if v >= lo - 1e-12:
-            out.append(round(v, 12))
-        v += step
-    return out
-
-
-def _num(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 1000 or abs(v) < 0.01:
-        return f"{v:.0e}" if abs(v) < 0.01 else f"{v:,.0f}"
-    return f"{v:g}"
-
-
-def line_chart(title: str, series: list[tuple[str, list[tuple[float, float]], str]], x_label: str,
-               cls: str, width: int = 560, height: int = 260) -> str:
-    """A line chart of (label, [(x, y)], colour) series, with axes, ticks and a legend."""
-    pts = [p for _, s, _ in series for p in s]
-    if not pts:
-        return ""
-    left, right, top, bottom = 58, 16, 30, 42
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0
-    w, h = width - left - right, height - top - bottom
-
-    def X(x):
-        return left + (x - x0) / (x1 - x0) * w
-
-    def Y(y):
-        return top + h - (y - y0) / (y1 - y0) * h
-
-    out = [f'<svg class="chart {cls}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-           f'<text x="{left}" y="18" class="title">{esc(title)}</text>']
-    for t in _ticks(y0, y1):
-        out.append(f'<line x1="{left}" x2="{left + w}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{Y(t) + 4:.1f}" class="tick" text-anchor="end">{_num(t)}</text>')
-    for t in _ticks(x0, x1, 6):
-        out.append(f'<text x="{X(t):.1f}" y="{top + h + 16}" class="tick" text-anchor="middle">{_num(t)}</text>')
-    out.append(f'<line x1="{left}" x2="{left + w}" y1="{top + h}" y2="{top + h}" class="axis"/>'
-               f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + h}" class="axis"/>'
-               f'<text x="{left + w / 2:.0f}" y="{height - 6}" class="tick" text-anchor="middle">{esc(x_label)}</text>')
-    lx = left + w
-    for label, s, colour in reversed(series):
-        if not s:
-            continue
-        line = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in s)
-        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2.5" class="series"/>')
-        if len(s) == 1:
-            out.append(f'<circle cx="{X(s[0][0]):.1f}" cy="{Y(s[0][1]):.1f}" r="4" fill="{colour}"/>')
-        lx -= 8 + 7 * len(label)
-        out.append(f'<rect x="{lx}" y="8" width="12" height="4" fill="{colour}"/>'
-                   f'<text x="{lx + 16}" y="14" class="tick">{esc(label)}</text>')
-        lx -= 18
-    out.append("</svg>")
-    return "".join(out)
-
-
-def bar_chart(title: str, groups: list[tuple[str, float | None, float | None, float | None]], cls: str,
-              width: int = 560, height: int = 260) -> str:
-    """Grouped bars (label, base, tuned, target) on a 0-100% scale, a target tick over each group that has one."""
-    if not groups:
-        return ""
-    left, right, top, bottom = 44, 12, 48, 30
-    w, h = width - left - right, height - top - bottom
-    gw = w / len(groups)
-    bw = min(34.0, gw / 3)
-
-    def Y(v):
-        return top + h - v * h
-
-    out = [f'<svg class="chart {cls}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-           f'<text x="{left}" y="18" class="title">{esc(title)}</text>']
-    for t in (0, 0.25, 0.5, 0.75, 1.0):
-        out.append(f'<line x1="{left}" x2="{left + w}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{Y(t) + 4:.1f}" class="tick" text-anchor="end">{t:.0%}</text>')
-    for i, (label, base, tuned, target) in enumerate(groups):
-        cx = left + gw * i + gw / 2
-        for j, (v, colour, name) in enumerate(((base, COLOURS["base"], "base"), (tuned, COLOURS["tuned"], "tuned"))):
-            if v is None:
-                continue
-            x = cx - bw + j * bw
-            out.append(f'<rect x="{x + 2:.1f}" y="{Y(v):.1f}" width="{bw - 4:.1f}" height="{max(v * h, 0.5):.1f}" '
-                       f'fill="{colour}" class="bar {name}"><title>{esc(label)} {name}: {v:.1%}</title></rect>'
-                       f'<text x="{x + bw / 2:.1f}" y="{Y(v) - 3:.1f}" class="val" text-anchor="middle">{v:.0%}</text>')
-        if target is not None:
-            out.append(f'<line x1="{cx - bw - 4:.1f}" x2="{cx + bw + 4:.1f}" y1="{Y(target):.1f}" y2="{Y(target):.1f}" '
-                       f'stroke="{COLOURS["target"]}" stroke-width="2" stroke-dasharray="5,3" class="target"/>')
-        out.append(f'<text x="{cx:.1f}" y="{top + h + 16}" class="tick" text-anchor="middle">{esc(label)}</text>')
-    lx = left
-    for name, colour in (("base", COLOURS["base"]), ("tuned", COLOURS["tuned"]), ("target", COLOURS["target"])):
-        out.append(f'<rect x="{lx}" y="27" width="12" height="8" fill="{colour}"/>'
-                   f'<text x="{lx + 16}" y="35" class="tick">{name}</text>')
-        lx += 70
-    out.append("</svg>")
-    return "".join(out)
-
-
-def loss_series(log: list[dict]) -> tuple[list, list]:
-    train = [(e["step"], e["loss"]) for e in log if isinstance(e.get("loss"), (int, float))]
-    held = [(e["step"], e["eval_loss"]) for e in log if isinstance(e.get("eval_loss"), (int, float))]
-    return train, held
-
-
-def loss_png(log: list[dict], log_path: Path, path: Path) -> bool:
-    """The loss curve as a PNG (matplotlib, no display), for the Markdown report. False when there is no loss yet."""
-    train, held = loss_series(log)
-    if not train:
-        return False
-    if path.is_file() and log_path.is_file() and path.stat().st_mtime >= log_path.stat().st_mtime:
-        return True  # drawn from this very log already
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    ax.plot(*zip(*train), color=COLOURS["loss"], lw=2, label="train loss")
-    if held:
-        ax.plot(*zip(*held), color=COLOURS["eval_loss"], lw=2, label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (assistant tokens)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return True
-
-
 # --- the page --------------------------------------------------------------------------------------------
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#202124;margin:0;background:#f8f9fa}
-main{max-width:1180px;margin:0 auto;padding:20px 24px 40px}
-h1{font-size:24px;margin:4px 0}h2{font-size:18px;margin:26px 0 8px;border-bottom:1px solid #dadce0;padding-bottom:4px}
-.sub{color:#5f6368}.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
-.card{background:#fff;border:1px solid #dadce0;border-radius:8px;padding:8px 14px;min-width:120px}
-.card b{display:block;font-size:20px}.card span{color:#5f6368;font-size:12px}
-.row{display:flex;flex-wrap:wrap;gap:16px}.panel{background:#fff;border:1px solid #dadce0;border-radius:8px;padding:8px}
-table{border-collapse:collapse;background:#fff;margin:6px 0}td,th{border:1px solid #dadce0;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f1f3f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#137333;font-weight:600}.fail{color:#a50e0e;font-weight:600}
-code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
-pre{white-space:pre-wrap;background:#fff;border:1px solid #dadce0;padding:8px;border-radius:6px;margin:4px 0}
-svg .title{font-size:13px;font-weight:600;fill:#202124}svg .tick{font-size:11px;fill:#5f6368}svg .val{font-size:10px;fill:#3c4043}
-svg .grid{stroke:#e8eaed}svg .axis{stroke:#80868b}
-"""
-
-
-def table(head: list[str], rows: list[list], numeric: set[int] | None = None) -> str:
-    numeric = numeric or set()
-    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
-    for r in rows:
-        out.append("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{c}</td>' for i, c in enumerate(r)) + "</tr>")
-    return "".join(out) + "</table>"
-
 
 def stage_rows(d: dict) -> list[list[str]]:
     rows = []
@@ -488,10 +264,6 @@ def build_html(d: dict) -> str:
 
 # --- Markdown --------------------------------------------------------------------------------------------
 
-def md_eval_table(ev: dict) -> list[str]:
-    return scoring.markdown_table(scoring.EVAL_HEADER, scoring.eval_rows(ev))
-
-
 def build_markdown(d: dict, has_png: bool) -> str:
     r = d["recipe"] or {}
     lines = [f"# tooltune run `{d['run']}`", "", f"Recipe `{r.get('name', '?')}`: {r.get('description', '')}", "",
@@ -516,133 +288,6 @@ def build_markdown(d: dict, has_png: bool) -> str:
 
 
 # --- the model card -------------------------------------------------------------------------------------
-
-def card_header(d: dict) -> str:
-    import yaml
-
-    r = d["recipe"] or {}
-    base = base_model_id(r)
-    tags = ["tooltune", "tool-calling", "function-calling", "lora", "sft", "trl"]
-    if (d.get("load") or {}).get("backend") == "unsloth":
-        tags.append("unsloth")
-    if r.get("load_in_4bit"):
-        tags.append("qlora")
-    meta: dict = {}
-    if base:
-        meta["base_model"] = base
-    meta.update({"license": license_of(base or r.get("model")), "library_name": "transformers",
-                 "pipeline_tag": "text-generation", "tags": tags})
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
-
-
-def model_card(d: dict) -> str:
-    """The export's README.md from what the run holds now: before the eval it says how to add the eval table."""
-    from pipeline.lib.models import base_16bit_of
-
-    r = d["recipe"] or {}
-    info = d.get("export") or {}
-    ev = d.get("evaluate")
-    lora, train = r.get("lora") or {}, r.get("train") or {}
-    check = info.get("merge_check") or {}
-    parser = info.get("vllm_tool_parser", "hermes")
-    targets = ", ".join(lora.get("target_modules") or []) + (f" (top {lora['top_layers']} blocks)" if lora.get("top_layers") else "")
-    lines = [card_header(d), f"# {r.get('name', d['run'])} (merged 16-bit)", "",
-             f"A tool-calling fine-tune made with tooltune's recipe `{r.get('name')}`: {r.get('description', '')}", ""]
-    rep = reproduces(r.get("name", ""))
-    if rep:
-        lines += [f"Reproduces: {rep}", ""]
-    lines += ["## Evaluation", ""]
-    if ev:
-        lines += [f"{ev['turns']} assistant turns from {ev['conversations']} held-out conversations of the training data's "
-                  f"own tools, base vs this model, decoded greedily (engine: {ev.get('engine', 'hf')}). The targets are those "
-                  f"of the article {ARTICLE}.", ""]
-        lines += md_eval_table(ev) + [""]
-        f = ev.get("forgetting")
-        if f:
-            lines += ["A fixed sample of the Berkeley Function Calling Leaderboard (other domains' functions): tool selection "
-                      "(the expected functions called, or none for irrelevance) and BFCL's AST checker (arguments too):", "",
-                      *bfcl.sample_table(f)]
-            lines.append("")
-    else:
-        lines += ["Not evaluated yet: `make evaluate` adds the table here.", ""]
-    b = d.get("bfcl")
-    if b:
-        lines += ["BFCL single-turn categories (`make bfcl`):", "", "| model | non-live AST | live | irrelevance |", "|---|---|---|---|"]
-        for who in ("base", "tuned"):
-            if b.get(who):
-                lines.append(f"| {who} | " + " | ".join(pct(b[who]["summary"].get(k)) for k in ("non_live_ast", "live", "irrelevance")) + " |")
-        lines.append("")
-    lines += ["## Limitations seen in the evaluation", ""]
-    lines += limitations(d) or ["- None recorded yet (no evaluation)."]
-    lines += ["", "## Serve", "",
-              "vLLM's OpenAI-compatible server, with the parser this model's calls are written for:", "", "```",
-              f"vllm serve <this folder> --enable-auto-tool-choice --tool-call-parser {parser} "
-              "--chat-template <this folder>/chat_template.jinja", "```", ""]
-    if d.get("gguf"):
-        q = next((g for g in d["gguf"] if "q4_k_m" in g), d["gguf"][0])
-        lines += ["llama.cpp and Ollama, with the GGUF files made from this folder (`make gguf`): "
-                  + ", ".join(f"`{g}`" for g in d["gguf"]), "", "```",
-                  f"llama-server -m runs/{d['run']}/gguf/{q} --jinja --port 8000",
-                  *(f"ollama create {d['run']} -f runs/{d['run']}/gguf/{m}" for m in d.get("modelfiles", [])
-                    if m.startswith(q.removesuffix(".gguf"))), "```", ""]
-    else:
-        lines += ["llama.cpp and Ollama: `make gguf` writes GGUF files and Ollama Modelfiles from this folder.", ""]
-    if info.get("decoding"):
-        lines += [f"Decoding: {info['decoding']}", ""]
-    lines += ["## Recipe", "",
-              f"- Base model: `{r.get('model')}` (merged into 16-bit `{base_16bit_of(r)}`)",
-              f"- LoRA: r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, "
-              f"rsLoRA={lora.get('use_rslora')}, targets {targets}",
-              f"- Training: {train.get('epochs')} epoch(s), max steps {train.get('max_steps')}, batch {train.get('batch_size')} "
-              f"x {train.get('grad_accum')}, lr {train.get('lr')} {train.get('scheduler')}, max_seq_length {r.get('max_seq_length')}, "
-              f"4-bit base {r.get('load_in_4bit')}",
-              f"- Chat template: `chat_template.jinja` (exactly the one used in training); tool-call format "
-              f"`{info.get('tool_format', '?')}`"]
-    if check:
-        lines.append(f"- Merge check: {check.get('identical')}/{check.get('prompts')} greedy generations identical to the "
-                     f"adapter model ({len(check.get('near_ties', []))} parted at a near-tie, "
-                     f"{len(check.get('mismatches', []))} mismatches)")
-    sft = d.get("sft")
-    if sft:
-        lines.append(f"- Trained: {sft.get('steps')} steps on {sft.get('backend')}, final loss {sft.get('final_loss', 0):.4f}, "
-                     f"{sft.get('train_seconds')} s")
-    lines += ["", "## Training data", ""]
-    v = d.get("validate")
-    if v:
-        lines.append(f"- {v.get('accepted')} conversations accepted, {v.get('rejected')} rejected; {v.get('train')} trained on, "
-                     f"{v.get('eval')} held out")
-    c = d.get("count")
-    if c:
-        lines.append(f"- {c.get('tokens_per_epoch', 0):,} tokens per epoch ({pct(c.get('trained_share'))} of them assistant "
-                     "tokens, the only ones trained)")
-    for k, h in ((d["sidecars"].get("validate") or {}).get("inputs") or {}).items():
-        lines.append(f"- `{Path(k).name}`: sha256 `{h}`")
-    return scrub("\n".join(lines) + "\n")
-
-
-def limitations(d: dict) -> list[str]:
-    ev = d.get("evaluate")
-    if not ev:
-        return []
-    out = []
-    for k, target in ev["targets"].items():
-        v = ev["tuned"].get(k)
-        if v is not None and v < target:
-            out.append(f"- {METRIC_NAMES[k]} {pct(v)} is below the target {target:.0%}.")
-    for k, what, n, tot in d["failure_groups"][:5]:
-        out.append(f"- {k} turns: {n} of {tot} wrong: {what}.")
-    f = ev.get("forgetting")
-    if f and f.get("base"):
-        for c, v in f["tuned"]["categories"].items():
-            base = f["base"]["categories"].get(c, {})
-            for key, what in (("selection", "tool selection"), ("accuracy", "AST accuracy")):
-                if base.get(key) is not None and v.get(key) is not None and v[key] < base[key]:
-                    out.append(f"- BFCL {c} {what}: {pct(v[key])}, below the base's {pct(base[key])}: it forgot some of "
-                               "what the base did on other domains' tools.")
-    if ev["tuned"].get("parse_failures"):
-        out.append(f"- {pct(ev['tuned']['parse_failures'])} of replies held a call that could not be parsed.")
-    return out
-
 
 # --- entry points ----------------------------------------------------------------------------------------
 

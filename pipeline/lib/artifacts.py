@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.lib.common import StageError, rel
+from pipeline.lib.common import StageError, read_jsonl, rel
 
 
 def load_split(run_dir: Path, split_name: str) -> list[dict]:
     """Read validate/<split>.jsonl with the tool lists attached (for the later stages)."""
     vdir = Path(run_dir) / "validate"
     toolsets = json.loads((vdir / "toolsets.json").read_text())
-    out = []
-    with open(vdir / f"{split_name}.jsonl", encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            r["tools"] = toolsets[r["toolset"]]  # one list object per toolset; the key stays for grouping
-            out.append(r)
+    out = read_jsonl(vdir / f"{split_name}.jsonl")
+    for r in out:
+        r["tools"] = toolsets[r["toolset"]]  # one list object per toolset; the key stays for grouping
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
@@ -205,6 +206,98 @@ def signature_tools(messages: list) -> list[dict]:
     return parse_signatures(content)
 
 
+def _line_tools(obj: dict, dataset_tools: list[dict] | None, messages: list) -> tuple[list[dict] | None, str | None, list[dict]]:
+    """The tools a line is checked against, where they came from (the line, the dataset's file, or signatures in
+    its system prompt), and the problems of the line's own list."""
+    if "tools" in obj and obj["tools"] is not None:
+        tools, errs = normalize_tools(obj["tools"])
+        return tools, "line", errs
+    if dataset_tools is not None:
+        return dataset_tools, "dataset", []
+    parsed = signature_tools(messages)
+    if parsed:
+        tools, errs = normalize_tools(parsed)
+        return tools, "signatures", errs
+    return None, None, []
+
+
+def _arguments(args, cw: str, name: str) -> tuple[dict | None, dict | None]:
+    """A call's arguments as an object (a JSON string is read strictly), or the problem."""
+    if isinstance(args, str):
+        try:
+            args = loads_strict(args) if args.strip() else {}
+        except DuplicateKey as e:
+            return None, problem("duplicate_key", f"{cw} ({name}) arguments: {e}")
+        except (ValueError, RecursionError):
+            return None, problem("arguments_not_json", f"{cw} ({name}): arguments string is not JSON (or holds NaN/Infinity)")
+    if not isinstance(args, dict):
+        return None, problem("arguments_not_json", f"{cw} ({name}): arguments is {type(args).__name__}")
+    return args, None
+
+
+def _schema_problems(validator: Draft202012Validator, args: dict, cw: str, name: str) -> list[dict]:
+    """The first few ways `args` breaks the tool's parameters schema (or why the schema cannot be applied)."""
+    try:
+        found = sorted(validator.iter_errors(args), key=lambda e: list(e.path))[:5]
+    except (Unresolvable, RecursionError) as e:  # a "$ref" it does not define, or one to itself
+        why = "it refers to itself without end" if isinstance(e, RecursionError) else str(e)[:200]
+        return [problem("tools_invalid", f"{cw} ({name}): the tool's parameters schema cannot be applied: {why}")]
+    return [problem("arguments_schema", f"{cw} ({name}) {'.'.join(str(p) for p in err.path) or '(arguments)'}: {err.message[:200]}")
+            for err in found]
+
+
+@dataclass
+class _Calls:
+    """The calls of a conversation so far: those not yet answered, every id used, how many were made."""
+    pending: dict[str, str] = field(default_factory=dict)  # call id -> tool name
+    seen: set[str] = field(default_factory=set)
+    count: int = 0
+
+
+def _calls(calls: list, where: str, tools: list[dict] | None, by_name: dict, source: str | None, schemas: Schemas,
+           state: _Calls, errors: list[dict]) -> list[dict]:
+    """An assistant turn's calls, normalized (ids given where missing); each problem goes to `errors`."""
+    norm_calls = []
+    seen_ids, call_counter, pending = state.seen, state.count, state.pending
+    for k, c in enumerate(calls):
+        cw = f"{where}.tool_calls[{k}]"
+        fn = c.get("function", c) if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn.get("name"):
+            errors.append(problem("tool_call_malformed", f"{cw} has no function name"))
+            continue
+        name = fn["name"]
+        args, bad = _arguments(fn.get("arguments", {}), cw, name)
+        if bad:
+            errors.append(bad)
+            continue
+        if tools is None:
+            errors.append(problem("no_tools", f"{cw} calls {name!r}"))
+        elif name not in by_name:
+            known = ", ".join(sorted(by_name)[:20])
+            errors.append(problem("tool_undeclared", f"{cw} calls {name!r}; declared ({source}): {known}"))
+        else:
+            errors += _schema_problems(schemas.validator(by_name[name]["parameters"]), args, cw, name)
+        call_id = c.get("id") if isinstance(c, dict) else None
+        if call_id is None:
+            call_id = f"call_{call_counter}"
+        call_id = str(call_id)
+        call_counter += 1
+        if call_id in seen_ids:
+            errors.append(problem("tool_call_id_duplicate", f"{cw}: id {call_id!r} used twice"))
+        seen_ids.add(call_id)
+        pending[call_id] = name
+        norm_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": args}})
+        acceptable = c.get("acceptable") if isinstance(c, dict) else None
+        if acceptable is not None:
+            if not (isinstance(acceptable, dict) and all(isinstance(v, list) and v for v in acceptable.values())
+                    and acceptable_args(args, acceptable)):
+                errors.append(problem("acceptable_malformed", f"{cw} ({name}): `acceptable` is not a map of "
+                                                              "argument -> acceptable values that admits the call's arguments"))
+            norm_calls[-1]["acceptable"] = acceptable
+    state.count = call_counter
+    return norm_calls
+
+
 def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -> tuple[dict | None, list[dict]]:
     """Return (normalized record, []) or (None, every problem found on the line)."""
     if len(raw) > MAX_LINE_BYTES:
@@ -232,26 +325,12 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
     if not isinstance(messages, list) or not messages:
         return None, [problem("messages_missing", "`messages` is missing, empty or not a list")]
 
-    errors: list[dict] = []
-    tools, source = None, None
-    if "tools" in obj and obj["tools"] is not None:
-        tools, errs = normalize_tools(obj["tools"])
-        errors += errs
-        source = "line"
-    elif dataset_tools is not None:
-        tools, source = dataset_tools, "dataset"
-    else:
-        parsed = signature_tools(messages)
-        if parsed:
-            tools, errs = normalize_tools(parsed)
-            errors += errs
-            source = "signatures"
+    tools, source, errors = _line_tools(obj, dataset_tools, messages)
     by_name = {t["function"]["name"]: t["function"] for t in tools or []}
 
     out_msgs: list[dict] = []
-    pending: dict[str, str] = {}  # call id -> tool name, not yet answered
-    seen_ids: set[str] = set()
-    call_counter = 0
+    state = _Calls()
+    pending = state.pending  # call id -> tool name, not yet answered
     last_role = None
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
@@ -294,62 +373,7 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
             if pending and calls:
                 errors.append(problem("call_unanswered", f"{where}: new calls before {sorted(pending.values())} were answered"))
                 pending.clear()
-            norm_calls = []
-            for k, c in enumerate(calls):
-                cw = f"{where}.tool_calls[{k}]"
-                fn = c.get("function", c) if isinstance(c, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn.get("name"):
-                    errors.append(problem("tool_call_malformed", f"{cw} has no function name"))
-                    continue
-                name = fn["name"]
-                args = fn.get("arguments", {})
-                if isinstance(args, str):
-                    try:
-                        args = loads_strict(args) if args.strip() else {}
-                    except DuplicateKey as e:
-                        errors.append(problem("duplicate_key", f"{cw} ({name}) arguments: {e}"))
-                        continue
-                    except (ValueError, RecursionError):
-                        errors.append(problem("arguments_not_json", f"{cw} ({name}): arguments string is not JSON "
-                                                                    "(or holds NaN/Infinity)"))
-                        continue
-                if not isinstance(args, dict):
-                    errors.append(problem("arguments_not_json", f"{cw} ({name}): arguments is {type(args).__name__}"))
-                    continue
-                if tools is None:
-                    errors.append(problem("no_tools", f"{cw} calls {name!r}"))
-                elif name not in by_name:
-                    known = ", ".join(sorted(by_name)[:20])
-                    errors.append(problem("tool_undeclared", f"{cw} calls {name!r}; declared ({source}): {known}"))
-                else:
-                    v = schemas.validator(by_name[name]["parameters"])
-                    try:
-                        found = sorted(v.iter_errors(args), key=lambda e: list(e.path))[:5]
-                    except (Unresolvable, RecursionError) as e:  # a "$ref" it does not define, or one to itself
-                        why = "it refers to itself without end" if isinstance(e, RecursionError) else str(e)[:200]
-                        errors.append(problem("tools_invalid", f"{cw} ({name}): the tool's parameters schema cannot be "
-                                                               f"applied: {why}"))
-                        found = []
-                    for err in found:
-                        path = ".".join(str(p) for p in err.path) or "(arguments)"
-                        errors.append(problem("arguments_schema", f"{cw} ({name}) {path}: {err.message[:200]}"))
-                call_id = c.get("id") if isinstance(c, dict) else None
-                if call_id is None:
-                    call_id = f"call_{call_counter}"
-                call_id = str(call_id)
-                call_counter += 1
-                if call_id in seen_ids:
-                    errors.append(problem("tool_call_id_duplicate", f"{cw}: id {call_id!r} used twice"))
-                seen_ids.add(call_id)
-                pending[call_id] = name
-                norm_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": args}})
-                acceptable = c.get("acceptable") if isinstance(c, dict) else None
-                if acceptable is not None:
-                    if not (isinstance(acceptable, dict) and all(isinstance(v, list) and v for v in acceptable.values())
-                            and acceptable_args(args, acceptable)):
-                        errors.append(problem("acceptable_malformed", f"{cw} ({name}): `acceptable` is not a map of "
-                                                                      "argument -> acceptable values that admits the call's arguments"))
-                    norm_calls[-1]["acceptable"] = acceptable
+            norm_calls = _calls(calls, where, tools, by_name, source, schemas, state, errors)
             msg = {"role": "assistant", "content": content if (content or "").strip() else None}
             if norm_calls:
                 msg["tool_calls"] = norm_calls

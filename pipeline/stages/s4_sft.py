@@ -25,7 +25,8 @@ from pathlib import Path
 from rich.table import Table
 
 from pipeline.lib import dist
-from pipeline.lib.backends import cpu_has_bf16, load_base, memory_now, param_counts, prepare_backend, resolve_backend, training_settings
+from pipeline.lib.backends import (TrainSettings, cpu_has_bf16, load_base, memory_now, param_counts, prepare_backend, resolve_backend,
+                                   training_settings)
 from pipeline.lib.common import (StageError, atomic_dir, console, fingerprint, read_jsonl, rel, stage_main, up_to_date, write_json_atomic,
                                  write_sidecar, write_text_atomic)
 from pipeline.lib.packing import IGNORE, PackCollator, PrefixGroupedSampler
@@ -180,12 +181,10 @@ def keep_log_until(path: Path, step: int) -> None:
         return
     kept = [x for x in path.read_text(encoding="utf-8").splitlines()
             if x.strip() and json.loads(x).get("step", 0) <= step]
-    write_text_atomic(path, "".join(x + "\n" for x in kept))
+    write_text_atomic(path, "".join(x + "\n" for x in kept))  # the lines as written, byte for byte
 
 
-def run(recipe: Recipe, run_dir: Path) -> Path:
-    started = time.time()
-    out = run_dir / "sft"
+def require_trackers(recipe: Recipe) -> None:
     from pipeline.lib import backends
     from pipeline.lib.recipe import TRACKERS
 
@@ -194,6 +193,87 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         raise StageError(f"train.report_to lists {', '.join(missing)}, not installed here: `.venv/bin/pip install "
                          f"{' '.join(TRACKERS[t] for t in missing)}`, or leave {'it' if len(missing) == 1 else 'them'} "
                          "out of train.report_to.")
+
+
+def resume_point(ckpt_dir: Path, fp: str, main: bool) -> Path | None:
+    """The newest complete checkpoint of this exact configuration and data, or None. Checkpoints of another
+    fingerprint are removed; so is one cut off while being written (kill -9 or a full disk while the Trainer
+    writes checkpoint-N leaves a folder transformers would pick as the newest and fail on)."""
+    stamp = ckpt_dir / "fingerprint.txt"
+    if main and ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text() != fp):
+        console.print("[yellow]train:[/] checkpoints are from another configuration or data; starting over.")
+        shutil.rmtree(ckpt_dir)
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(stamp, fp)
+    done = []
+    for p in sorted(ckpt_dir.glob("checkpoint-*")):
+        if not p.name.split("-", 1)[1].isdigit():
+            continue
+        if p.is_dir() and checkpoint_complete(p):
+            done.append(p)
+        elif p.is_dir() and main:
+            console.print(f"[yellow]train:[/] {p.name} was cut off while being written; removing it.")
+            shutil.rmtree(p)
+    return max(done, key=lambda p: int(p.name.split("-", 1)[1]), default=None)
+
+
+def log_callback(callback_base, log_path: Path, stats: dict, started: float, stop: dict):
+    """The Trainer callback that appends each logged step to sft/log.jsonl and stops (saving) after Ctrl-C."""
+    class Log(callback_base):
+        def on_log(self, a, state, control, logs=None, **kw):
+            if not state.is_world_process_zero:
+                return
+            entry = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
+                     "real_tokens": stats.get("real_tokens"), "computed_tokens": stats.get("computed_tokens"),
+                     "elapsed_s": round(time.time() - started, 1)}
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+        def on_step_end(self, a, state, control, **kw):
+            if stop["requested"]:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return Log()
+
+
+def sft_figures(recipe: Recipe, trainer, result, settings: TrainSettings, stats: dict, model, train_s: float, *,
+                backend: str, packing: str, mask_audit: dict, resumed: bool, cpu_autocast: bool, sharding: str,
+                tb_dir: Path, run_name: str | None) -> dict:
+    """sft/figures.json: what the training did, how fast, on what."""
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    return {
+        "backend": backend,
+        "packing": packing,
+        "settings": settings.to_dict(),
+        "steps": trainer.state.global_step,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_loss": result.training_loss,
+        "train_seconds": round(train_s, 1),
+        "conversations_per_s": round(stats.get("conversations", 0) / train_s, 3),
+        "real_tokens_per_s": round(stats.get("real_tokens", 0) / train_s, 1),
+        "computed_tokens": stats.get("computed_tokens", 0),
+        "padding_share": round(stats.get("pad_tokens", 0) / max(1, stats.get("computed_tokens", 1)), 4),
+        "mask_audit": mask_audit,
+        "parameters": param_counts(model),
+        "memory": memory_now(),
+        "resumed": resumed,
+        "cpu_bf16_autocast": cpu_autocast,
+        "report_to": list(recipe.train.report_to),
+        "processes": dist.world(recipe),
+        "sharding": sharding if sharding != "fsdp" or trainer.is_fsdp_enabled else "fsdp requested, not applied",
+        "global_batch": settings.batch * settings.grad_accum * dist.world(recipe),
+        "tracking": {"tensorboard": str(rel(tb_dir)) if "tensorboard" in recipe.train.report_to else None,
+                     "trackio": {"project": "tooltune", "run": run_name}
+                     if "trackio" in recipe.train.report_to else None},
+    }
+
+
+def run(recipe: Recipe, run_dir: Path) -> Path:
+    started = time.time()
+    out = run_dir / "sft"
+    require_trackers(recipe)
     tokens = run_dir / "count" / "train.tokens.jsonl"
     if not tokens.is_file() or not (run_dir / "count" / "stage.json").is_file():
         raise StageError(f"run the count stage first: {rel(tokens.parent / 'stage.json')} is missing (make count).")
@@ -236,28 +316,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     collator = PackCollator(pad_id=tok.pad_token_id, mode=packing, max_pack_tokens=recipe.train.max_pack_tokens,
                             mask_kind="float" if attn_impl == "eager" else "bool", dtype=model.dtype, stats=stats)
 
-    # Resume only from checkpoints of this exact configuration and data.
     ckpt_dir = out / "checkpoints"
-    stamp = ckpt_dir / "fingerprint.txt"
     main = dist.is_main()  # every process decides the same from the same files; only the main one changes them
-    if main and ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text() != fp):
-        console.print("[yellow]train:[/] checkpoints are from another configuration or data; starting over.")
-        shutil.rmtree(ckpt_dir)
-    if main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(stamp, fp)
-    # kill -9 (or a full disk) while the Trainer writes checkpoint-N leaves a folder it cannot resume
-    # from; transformers would pick it as the newest and fail. Drop it and resume from the one before.
-    done = []
-    for p in sorted(ckpt_dir.glob("checkpoint-*")):
-        if not p.name.split("-", 1)[1].isdigit():
-            continue
-        if p.is_dir() and checkpoint_complete(p):
-            done.append(p)
-        elif p.is_dir() and main:
-            console.print(f"[yellow]train:[/] {p.name} was cut off while being written; removing it.")
-            shutil.rmtree(p)
-    newest = max(done, key=lambda p: int(p.name.split("-", 1)[1]), default=None)
+    newest = resume_point(ckpt_dir, fp, main)
     resume = newest is not None
     log_path = out / "log.jsonl"
     tb_dir = out / "tensorboard"
@@ -279,21 +340,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
 
     stop = {"requested": False}
-
-    class Log(TrainerCallback):
-        def on_log(self, a, state, control, logs=None, **kw):
-            if not state.is_world_process_zero:
-                return
-            entry = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
-                     "real_tokens": stats.get("real_tokens"), "computed_tokens": stats.get("computed_tokens"),
-                     "elapsed_s": round(time.time() - started, 1)}
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-
-        def on_step_end(self, a, state, control, **kw):
-            if stop["requested"]:
-                control.should_save = True
-                control.should_training_stop = True
+    log = log_callback(TrainerCallback, log_path, stats, started, stop)
 
     def on_sigint(signum, frame):
         if stop["requested"]:
@@ -314,7 +361,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         trainer_class = GroupedTrainer
     with env_set(TENSORBOARD_LOGGING_DIR=str(tb_dir)):  # read when the Trainer builds its TensorBoard callback
         trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                                processing_class=tok, callbacks=[Log()])
+                                processing_class=tok, callbacks=[log])
     console.print(f"train: {len(rows)} conversations x {recipe.train.epochs} epoch(s), "
                   f"{recipe.train.batch_size} x {recipe.train.grad_accum} per step, packing={packing}"
                   + (", resuming from the newest checkpoint" if resume else ""))
@@ -335,32 +382,9 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     with atomic_dir(out / "adapter") as tmp:
         trainer.accelerator.unwrap_model(model).save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    history = [h for h in trainer.state.log_history if "loss" in h]
-    figures = {
-        "backend": backend,
-        "packing": packing,
-        "settings": settings.to_dict(),
-        "steps": trainer.state.global_step,
-        "final_loss": history[-1]["loss"] if history else None,
-        "train_loss": result.training_loss,
-        "train_seconds": round(train_s, 1),
-        "conversations_per_s": round(stats.get("conversations", 0) / train_s, 3),
-        "real_tokens_per_s": round(stats.get("real_tokens", 0) / train_s, 1),
-        "computed_tokens": stats.get("computed_tokens", 0),
-        "padding_share": round(stats.get("pad_tokens", 0) / max(1, stats.get("computed_tokens", 1)), 4),
-        "mask_audit": mask_audit,
-        "parameters": param_counts(model),
-        "memory": memory_now(),
-        "resumed": resume,
-        "cpu_bf16_autocast": bool(use_cpu and autocast),
-        "report_to": list(recipe.train.report_to),
-        "processes": dist.world(recipe),
-        "sharding": sharding if sharding != "fsdp" or trainer.is_fsdp_enabled else "fsdp requested, not applied",
-        "global_batch": settings.batch * settings.grad_accum * dist.world(recipe),
-        "tracking": {"tensorboard": str(rel(tb_dir)) if "tensorboard" in recipe.train.report_to else None,
-                     "trackio": {"project": "tooltune", "run": tracking["run_name"]}
-                     if "trackio" in recipe.train.report_to else None},
-    }
+    figures = sft_figures(recipe, trainer, result, settings, stats, model, train_s, backend=backend, packing=packing,
+                          mask_audit=mask_audit, resumed=resume, cpu_autocast=bool(use_cpu and autocast), sharding=sharding,
+                          tb_dir=tb_dir, run_name=tracking["run_name"])
     write_json_atomic(out / "figures.json", figures)
     t = Table(title="sft", show_header=False)
     for k in ("backend", "packing", "steps", "final_loss", "train_seconds", "conversations_per_s", "real_tokens_per_s", "padding_share"):

@@ -440,7 +440,7 @@ def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
         "gpus": gpus, "target_gpu": recipe.gpu,
         "multi_gpu": multi_gpu_plan(cfg, est, recipe, params["total"], tokens),
         "time": {"tokens": tokens, "basis": basis,
-                 "model": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/hardware.py)"},
+                 "model": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/lib/planner.py)"},
     }
 
 

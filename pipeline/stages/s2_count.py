@@ -244,7 +244,7 @@ def schedule(recipe: Recipe, report: dict) -> dict:
     return {"conversations_per_step": per_step, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
             "epochs": recipe.train.epochs, "gpu": recipe.gpu, "model_params": n_params, "tokens_per_s": round(tps),
             "hours": round(report["tokens_per_epoch"] * recipe.train.epochs / tps / 3600, 3),
-            "basis": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/hardware.py); unpacked tokens"}
+            "basis": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/lib/planner.py); unpacked tokens"}
 
 
 def write_schedule(recipe: Recipe, out: Path) -> dict:

@@ -18,14 +18,14 @@ on synthetic data (random token ids, batch 4 x 1024, labels masked on the first 
   baseline_trl_plain  "the plain script": AutoModelForCausalLM bf16 + SFTTrainer(peft_config=LoraConfig),
                       TRL's default collator, no packing
   unsloth_4bit_lora   load_base(backend=unsloth): FastLanguageModel 4-bit + get_peft_model, padded batches
-                      (what pipeline/sft.py does with unsloth)
+                      (what the sft stage does with unsloth)
 
 For each: tokens/s after `--warmup` steps (wall time between step ends, data collation and optimizer
 included), peak VRAM (torch.cuda.max_memory_allocated, load + train), the loss at every step, and
 MFU = tokens/s * 4 * N_params / peak dense bf16 FLOP/s (pipeline.lib.planner's LoRA cost model: forward
 2N + backward through the activations 2N, attention FLOPs not counted). Then the 4-bit path end to
 end per 4-bit backend (e2e_hf_4bit, e2e_unsloth_4bit): load 4-bit, train a few steps, save the
-adapter, and export the way pipeline/export.py does (16-bit base + adapter, merge_and_unload, save,
+adapter, and export the way the export stage does (16-bit base + adapter, merge_and_unload, save,
 reload) and compare greedy generations of the adapter model and the reloaded merged model
 (pipeline.stages.s5_export.compare: a difference only passes at a near-tie), plus logit differences. Last,
 `make train`'s six stages through their real entry points (chain_unsloth_4bit, chain_hf_4bit): the
@@ -53,7 +53,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -317,22 +316,8 @@ def step_clock():
     return Clock
 
 
-def _plain_sft_config(ctx: dict, outdir: Path, steps: int, lr: float, dtype, **extra):
-    """The plain TRL + PEFT script's own SFTConfig: the baseline, so by design not the sft stage's builder."""
-    import torch
-    from trl import SFTConfig
-
-    cpu = ctx["device"] == "cpu"
-    return SFTConfig(output_dir=str(outdir), per_device_train_batch_size=ctx["batch"], gradient_accumulation_steps=1,
-                     max_steps=steps, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0,
-                     optim="adamw_torch", logging_steps=1, save_strategy="no", seed=0, data_seed=0, use_cpu=cpu,
-                     bf16=not cpu and dtype == torch.bfloat16, fp16=not cpu and dtype == torch.float16,
-                     gradient_checkpointing=False, report_to="none", dataloader_num_workers=0, disable_tqdm=True,
-                     **extra)
-
-
 def train_repo_style(model, tok, rows, collator, ctx: dict, outdir: Path, steps: int, lr: float, backend: str) -> dict:
-    """Like pipeline/sft.py: SFTTrainer (with its CPU fallback loss), the repo's collator, and the SFTConfig the
+    """Like the sft stage: SFTTrainer (with its CPU fallback loss), the repo's collator, and the SFTConfig the
     sft stage builds (pipeline.lib.trainer.sft_config) for this check's recipe: `steps` micro-batches at a constant `lr`."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -381,10 +366,10 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
     stats: dict = {}
     if name == "baseline_trl_plain":
         from datasets import Dataset
-        from peft import LoraConfig
         from transformers import AutoModelForCausalLM
         from trl import SFTTrainer
 
+        from bench.plain_trl import plain_lora, plain_sft_config
         from pipeline.lib.trainer import make_trainer_class
 
         dtype = torch.float32 if device == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
@@ -395,9 +380,11 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
                    collator="TRL default (DataCollatorForLanguageModeling), no packing", load_s=time.perf_counter() - t0)
         _after_load(rec, device)
         clock = step_clock()(device)
-        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=ctx["lora_dropout"], target_modules=list(LORA_TARGETS),
-                                 use_rslora=True, task_type="CAUSAL_LM")
-        args = _plain_sft_config(ctx, workdir / "trainer", steps, ctx["lr"], dtype, max_length=ctx["seq_len"], packing=False)
+        peft_config = plain_lora(16, 32, ctx["lora_dropout"], LORA_TARGETS)
+        cpu = device == "cpu"
+        args = plain_sft_config(workdir / "trainer", batch=ctx["batch"], steps=steps, lr=ctx["lr"], use_cpu=cpu,
+                                bf16=not cpu and dtype == torch.bfloat16, fp16=not cpu and dtype == torch.float16,
+                                max_length=ctx["seq_len"], packing=False)
         # make_trainer_class is SFTTrainer itself wherever TRL's Triton loss exists (any CUDA machine); on a CPU
         # it swaps in the repo's plain-torch loss so the smoke run can train at all.
         trainer = make_trainer_class(SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(rows),
@@ -413,7 +400,7 @@ def bench_config(name: str, ctx: dict, workdir: Path) -> dict:
             backend = "cpu" if backend == "hf" else backend
         four_bit = name != "hf_bf16_lora"
         model, tok = _repo_model(ctx, backend, four_bit)
-        # pipeline/sft.py: Unsloth takes no custom block mask, so it trains on padded batches.
+        # the sft stage: Unsloth takes no custom block mask, so it trains on padded batches.
         mode = "none" if backend == "unsloth" else "shared_prefix"
         rec.update(backend=f"pipeline.lib.backends.load_base(backend={backend}, load_in_4bit={four_bit})",
                    dtype=str(model.dtype).replace("torch.", ""), collator=f"PackCollator(mode={mode})",
@@ -608,25 +595,14 @@ def run_one(name: str, ctx: dict) -> dict:
 
 def run_isolated(name: str, ctx_path: Path, timeout: float) -> dict:
     """run_one in a fresh interpreter: unsloth's patches, a crash or an OOM stay there."""
+    from bench.child import run_child
+
     res = ctx_path.parent / f"{name}.result.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--ctx", str(ctx_path), "--result", str(res)]
     if name == LAUNCHED:
         cmd[1:1] = ["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no"]
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        tail = (e.stderr or b"")[-3000:] if isinstance(e.stderr, bytes) else (e.stderr or "")[-3000:]
-        return {"status": "timeout", "error": f"timed out after {timeout:.0f}s", "stderr_tail": str(tail),
-                "wall_s": time.perf_counter() - t0}
-    if res.is_file():
-        rec = json.loads(res.read_text())
-        if rec.get("status") in ("error",):
-            rec["stderr_tail"] = p.stderr[-3000:]
-        return rec
-    return {"status": "crashed", "error": f"worker exited {p.returncode} without a result",
-            "stderr_tail": (p.stderr or "")[-3000:], "wall_s": time.perf_counter() - t0}
+    return run_child(cmd, res, timeout=timeout)
 
 
 # --- report -----------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,8 @@ for p in (ROOT,):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pipeline.lib.common import write_json_atomic  # noqa: E402  (after the path and environment are set)
+from bench.child import run_child  # noqa: E402  (after the path and environment are set)
+from pipeline.lib.common import write_json_atomic  # noqa: E402
 
 PARTS = ("unsloth", "hf", "plain", "export")
 ANCHORS = {"torchtune_rtx4090_tokens_per_s": 2413, "torchtune_rtx4090_peak_gib": 7.4, "article_gib": (8, 10)}
@@ -130,7 +130,7 @@ def plan_for(ctx: dict, recipe, backend: str) -> dict:
 
 def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     import torch
-    from gpu_check import make_rows, steady_rate, step_clock
+    from bench.gpu_check import make_rows, steady_rate, step_clock
 
     from pipeline.lib.backends import prepare_backend, training_settings
 
@@ -149,25 +149,25 @@ def train_part(part: str, ctx: dict, workdir: Path) -> dict:
     device = "cpu" if ctx["smoke"] else "cuda"
     t0 = time.perf_counter()
     if part == "plain":
-        from peft import LoraConfig
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from trl import SFTConfig
 
+        from bench.plain_trl import plain_lora, plain_sft_config
         from pipeline.lib.backends import nf4_config
 
-        # The plain script's own choices, with the same NF4 base as the backends load (a fair comparison).
+        # The plain script's own choices (TRL's default checkpointing and linear schedule), with the same NF4
+        # base as the backends load (a fair comparison).
         kw = {} if ctx["smoke"] else dict(quantization_config=nf4_config(torch.bfloat16), device_map={"": 0},
                                           dtype=torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(ctx["model_dir"], **kw)
         tok = AutoTokenizer.from_pretrained(ctx["model_dir"])
         tok.pad_token = tok.pad_token or tok.eos_token
         load_s = time.perf_counter() - t0
-        args = SFTConfig(output_dir=str(workdir / "plain"), per_device_train_batch_size=s.batch, max_steps=recipe.train.max_steps,
-                         learning_rate=recipe.train.lr, optim=recipe.train.optim if not ctx["smoke"] else "adamw_torch",
-                         bf16=not ctx["smoke"], use_cpu=ctx["smoke"], logging_steps=1, save_strategy="no",
-                         report_to="none", max_length=s.seq, packing=False, disable_tqdm=True)
-        peft = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora.dropout,
-                          target_modules=list(recipe.lora.target_modules), use_rslora=recipe.lora.use_rslora, task_type="CAUSAL_LM")
+        args = plain_sft_config(workdir / "plain", batch=s.batch, steps=recipe.train.max_steps, lr=recipe.train.lr,
+                                optim=recipe.train.optim if not ctx["smoke"] else "adamw_torch", scheduler="linear",
+                                bf16=not ctx["smoke"], use_cpu=ctx["smoke"], grad_ckpt=True, max_length=s.seq,
+                                packing=False)
+        peft = plain_lora(recipe.lora_r, recipe.lora_alpha, recipe.lora.dropout, recipe.lora.target_modules,
+                          recipe.lora.use_rslora)
         settings = {"gradient_checkpointing": args.gradient_checkpointing, "optim": args.optim, "collator": "TRL default"}
         trainer_kw = dict(peft_config=peft)
         plan = plan_for(ctx, recipe, "hf")
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
     ctx = {"recipe": args.recipe, "config": args.config, "tokenizer": args.tokenizer, "steps": args.steps,
            "warmup": args.warmup, "smoke": args.cpu_smoke, "workdir": str(workdir), "model_dir": str(workdir / "model")}
     started = time.time()
-    from gpu_check import gpu_peak_flops
+    from bench.gpu_check import gpu_peak_flops
 
     from pipeline.lib.common import versions
 
@@ -276,14 +276,8 @@ def main(argv=None) -> int:
             result["parts"][part] = {"status": "skipped", "error": "time budget spent"}
             continue
         res = workdir / f"{part}.json"
-        t0 = time.time()
-        try:
-            subprocess.run([sys.executable, __file__, "--worker", part, "--ctx", str(workdir / "ctx.json"),
-                            "--result", str(res)], timeout=min(args.timeout_s, left), check=False)
-            rec = json.loads(res.read_text()) if res.is_file() else {"status": "error", "error": "the worker died"}
-        except subprocess.TimeoutExpired:
-            rec = {"status": "error", "error": f"timed out after {min(args.timeout_s, left):.0f} s"}
-        rec["wall_s"] = round(time.time() - t0, 1)
+        rec = run_child([sys.executable, __file__, "--worker", part, "--ctx", str(workdir / "ctx.json"), "--result",
+                         str(res)], res, timeout=min(args.timeout_s, left))
         result["parts"][part] = rec
         write_json_atomic(out, result)
     base = result["parts"].get("plain", {}).get("tokens_per_s")

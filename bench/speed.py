@@ -34,7 +34,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.child import run_child
 from pipeline.lib.common import console, versions, write_json_atomic
 from pipeline.lib.conversations import BUNDLED, bundled_tools, read_records
 from pipeline.lib.recipe import ROOT
@@ -320,7 +320,9 @@ def train_worker(spec: dict) -> dict:
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
+
+    from bench.plain_trl import plain_sft_config
 
     from pipeline.lib import recipe as recipe_mod
     from pipeline.lib.backends import lora_config_kwargs, n_layers_of
@@ -381,13 +383,11 @@ def train_worker(spec: dict) -> dict:
         return collate
 
     steps = spec["warmup"] + spec["steps"]
-    args = SFTConfig(
-        output_dir=spec["tmp"], per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1,
-        max_steps=steps, learning_rate=recipe.train.lr, lr_scheduler_type="constant", warmup_steps=0,
-        weight_decay=0.0, optim="adamw_torch", logging_steps=1, save_strategy="no", seed=seed, data_seed=seed,
-        use_cpu=True, bf16=spec["bf16"], report_to="none", remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True}, max_length=None, dataloader_num_workers=0,
-        disable_tqdm=True, gradient_checkpointing=recipe.train.gradient_checkpointing)  # TRL's default is on
+    # the plain script's SFTConfig for every configuration (the same optimizer, schedule and steps), with
+    # the batches as each collator builds them, and the recipe's checkpointing (TRL's default is on)
+    args = plain_sft_config(spec["tmp"], batch=spec["batch"], steps=steps, lr=recipe.train.lr, seed=seed, use_cpu=True,
+                            bf16=spec["bf16"], grad_ckpt=recipe.train.gradient_checkpointing, weight_decay=0.0,
+                            remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None)
     dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
     ends: list[float] = []
 
@@ -416,14 +416,12 @@ def run_worker(spec: dict, tmp: Path) -> dict:
     out_path = tmp / f"result-{spec['name']}.json"
     spec_path.write_text(json.dumps({**spec, "tmp": str(tmp / f"trainer-{spec['name']}")}))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "bench.speed", "--worker", str(spec_path), "--worker-out", str(out_path)],
-                       cwd=ROOT, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        why = " (killed by SIGKILL: most likely out of memory; try --train-batch 2)" if p.returncode == -9 else ""
-        raise RuntimeError(f"train worker {spec['name']} exited with {p.returncode}{why}:\n{p.stderr[-4000:]}")
-    res = json.loads(out_path.read_text())
-    res["process_seconds"] = round(time.perf_counter() - t, 1)
+    res = run_child([sys.executable, "-m", "bench.speed", "--worker", str(spec_path), "--worker-out", str(out_path)],
+                    out_path, env=env)
+    if res.get("status") in ("crashed", "timeout"):
+        hint = "; try --train-batch 2" if res.get("returncode") == -9 else ""
+        raise RuntimeError(f"train worker {spec['name']} {res['error']}{hint}:\n{res['stderr_tail']}")
+    res["process_seconds"] = res.pop("wall_s")
     return res
 
 
@@ -751,7 +749,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if a.worker:
         res = train_worker(json.loads(Path(a.worker).read_text()))
-        Path(a.worker_out).write_text(json.dumps(res))
+        write_json_atomic(Path(a.worker_out), res)
         return
     cfg = config(a.quick, a.repeats)
     for key in ("train_batch", "train_warmup", "train_steps"):

@@ -137,6 +137,24 @@ def test_conversation_structure_and_calls_validate(tools, splits):
                     assert m["content"]
 
 
+def test_the_generator_checks_with_the_validators_checker(splits):
+    """check_conversation runs pipeline.lib.conversations.check_line: an undeclared tool or arguments against
+    the schema stop the generator."""
+    import copy
+
+    conv = next(c for c in splits["train"] if any(m.get("tool_calls") for m in c["messages"]))
+    datagen.check_conversation(conv)
+    undeclared = copy.deepcopy(conv)
+    call = next(m for m in undeclared["messages"] if m.get("tool_calls"))["tool_calls"][0]
+    call["function"]["name"] = "no_such_tool"
+    with pytest.raises(AssertionError, match="tool_undeclared"):
+        datagen.check_conversation(undeclared)
+    wrong = copy.deepcopy(conv)
+    next(m for m in wrong["messages"] if m.get("tool_calls"))["tool_calls"][0]["function"]["arguments"] = {"x": 1}
+    with pytest.raises(AssertionError, match="arguments_schema"):
+        datagen.check_conversation(wrong)
+
+
 def test_tool_lists_vary_and_hold_what_is_needed(tools, splits):
     acme = [t["function"]["name"] for t in tools]
     for split, rows in splits.items():

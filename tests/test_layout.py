@@ -175,7 +175,13 @@ def test_the_stage_list_is_written_once():
 
 def test_one_home_per_job():
     files = sources()
+    # the sft stage's SFTConfig, and the plain TRL + PEFT script every benchmark compares it with: once each
     sft_configs = [p for p, t in files.items() if re.search(r"\bSFTConfig\(", t)]
-    assert sft_configs == ["pipeline/lib/trainer.py"]
+    assert sft_configs == ["bench/plain_trl.py", "pipeline/lib/trainer.py"]
+    plain_lora = [p for p, t in files.items() if re.search(r"\bLoraConfig\(r=", t)]
+    assert plain_lora == ["bench/plain_trl.py"]
+    # a benchmark's part in a child process: one runner
+    children = [p for p, t in files.items() if p.startswith("bench/") and re.search(r"\bsubprocess\.(run|Popen)\(", t)]
+    assert children == ["bench/child.py"]
     checkers = [p for p, t in files.items() if re.search(r"^def check_line\(", t, re.M)]
     assert checkers == ["pipeline/lib/conversations.py"]

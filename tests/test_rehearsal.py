@@ -217,7 +217,7 @@ def test_unsloth_is_imported_before_trl_transformers_and_peft(tmp_path, runs_dir
     (run / "count").mkdir(parents=True)
     (run / "count" / "train.tokens.jsonl").write_text('{"id": "a", "input_ids": [1, 2], "mask": [0, 1]}\n')
     (run / "count" / "stage.json").write_text("{}")
-    code = ("from pipeline import sft; from pipeline.lib.recipe import load; from pathlib import Path; "
+    code = ("from pipeline.stages import s4_sft as sft; from pipeline.lib.recipe import load; from pathlib import Path; "
             f"sft.run(load('smollm2-135m-tools', ['backend=unsloth']), Path({str(run)!r}))")
     env = {**__import__("os").environ, "PYTHONPATH": f"{stub.parent}:{ROOT}"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)

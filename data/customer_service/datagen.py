@@ -55,6 +55,8 @@ from tools_def import (CAPABILITIES, NEIGHBOURS, OTHER_BY_NAME, OTHER_FIELD_ARGS
                        OTHER_TOOLS, OTHER_VALUES, REFUSAL_CONFLICTS, SCHEMAS, TOOL_BY_NAME, TOOL_NAMES, TOOLS, namespaced,
                        other_tool_schema, validate_call)
 
+from pipeline.lib.conversations import Schemas, check_line  # noqa: E402  (tools_def puts the repository on the path)
+
 SYSTEM_PROMPT = (
     "You are the support assistant for Acme Outfitters. Use the tools to help "
     "customers with orders, shipping, returns, refunds, accounts and products; "
@@ -844,22 +846,22 @@ def check_conversation(conv: dict) -> None:
     assert msgs[-1]["role"] == "assistant"
     if conv["kind"] in ("other_irrelevant", "tool_absent"):
         assert len(msgs) == (msgs[0]["role"] == "system") + 2 and msgs[-1]["content"]
-    pending: dict[str, str] = {}
-    seen_ids: set[str] = set()
-    for m in msgs[1 if msgs[0]["role"] == "system" else 0:]:
+    # the validator's own checker: roles and order, every call declared in the line's list and valid against
+    # its schema, every result answering a pending call by id and name
+    record, problems = check_line(json.dumps(conv, ensure_ascii=False).encode(), TOOLS, _SCHEMAS)
+    assert record is not None, (conv["id"], problems)
+    ids = [tc["id"] for m in msgs for tc in m.get("tool_calls") or []]
+    assert len(ids) == len(set(ids)), conv["id"]  # the generator never reuses an id, even after its answer
+    for m in msgs:
         if m["role"] == "assistant" and m.get("tool_calls"):
             assert m["content"] is None
-            for tc in m["tool_calls"]:
-                assert tc["id"] not in seen_ids
-                assert tc["function"]["name"] in listed, (conv["id"], tc["function"]["name"])
-                seen_ids.add(tc["id"])
-                pending[tc["id"]] = tc["function"]["name"]
-                validate_call(tc["function"]["name"], tc["function"]["arguments"])
         elif m["role"] == "tool":
-            assert pending.pop(m["tool_call_id"]) == m["name"]
             json.loads(m["content"])
-        else:
-            assert m["role"] in ("user", "assistant") and isinstance(m["content"], str) and m["content"]
+        elif m["role"] != "system":
+            assert isinstance(m["content"], str) and m["content"]
+
+
+_SCHEMAS = Schemas()
 
 
 def _norm_text(s: str) -> str:

@@ -8,7 +8,18 @@ and values, that other domains' conversations list and call.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
+
+# the repository's root, for the validator's schema checker (this file runs from its own folder)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from jsonschema.exceptions import best_match as _jsonschema_best_match  # noqa: E402
+
+from pipeline.lib.conversations import Schemas  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Tool schemas
@@ -142,69 +153,14 @@ SCHEMAS: dict[str, dict] = {t["function"]["name"]: t["function"]["parameters"] f
 # Validation
 # --------------------------------------------------------------------------
 
-try:  # pragma: no cover - depends on the environment
-    import jsonschema as _jsonschema
-except ImportError:  # pragma: no cover
-    _jsonschema = None
-
-
-def _mini_validate(args: Any, schema: dict) -> None:
-    import re
-
-    if not isinstance(args, dict):
-        raise ValueError("arguments must be an object")
-    props = schema["properties"]
-    for req in schema.get("required", []):
-        if req not in args:
-            raise ValueError(f"missing required {req}")
-    for key, val in args.items():
-        if key not in props:
-            raise ValueError(f"unexpected {key}")
-        p = props[key]
-        typ = p["type"]
-        if typ == "string":
-            ok = isinstance(val, str)
-        elif typ == "integer":
-            ok = isinstance(val, int) and not isinstance(val, bool)
-        elif typ == "number":
-            ok = isinstance(val, (int, float)) and not isinstance(val, bool)
-        elif typ == "boolean":
-            ok = isinstance(val, bool)
-        else:
-            ok = False
-        if not ok:
-            raise ValueError(f"{key}: wrong type")
-        if "enum" in p and val not in p["enum"]:
-            raise ValueError(f"{key}: not in enum")
-        if "pattern" in p and not re.search(p["pattern"], val):
-            raise ValueError(f"{key}: pattern")
-        if "minLength" in p and len(val) < p["minLength"]:
-            raise ValueError(f"{key}: too short")
-        if "maxLength" in p and len(val) > p["maxLength"]:
-            raise ValueError(f"{key}: too long")
-        if "minimum" in p and val < p["minimum"]:
-            raise ValueError(f"{key}: below minimum")
-        if "maximum" in p and val > p["maximum"]:
-            raise ValueError(f"{key}: above maximum")
-
-
 def validate_call(name: str, args: Any) -> None:
-    """Raise if ``args`` does not validate against the schema of tool ``name``."""
-    schema = SCHEMAS[name]
-    if _jsonschema is not None:
-        v = _VALIDATORS.get(name)
-        if v is None:
-            cls = _jsonschema.validators.validator_for(schema)
-            cls.check_schema(schema)
-            v = _VALIDATORS[name] = cls(schema)
-        err = _jsonschema.exceptions.best_match(v.iter_errors(args))
-        if err is not None:
-            raise err
-    else:  # pragma: no cover
-        _mini_validate(args, schema)
+    """Raise if ``args`` does not validate against the schema of tool ``name`` (the validator's own schemas)."""
+    err = _jsonschema_best_match(_SCHEMAS.validator(SCHEMAS[name]).iter_errors(args))
+    if err is not None:
+        raise err
 
 
-_VALIDATORS: dict[str, Any] = {}
+_SCHEMAS = Schemas()
 
 
 # --------------------------------------------------------------------------

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from jsonschema import Draft202012Validator
-
+from pipeline.lib.conversations import Schemas
 from pipeline.lib.parse import Parsed, calls_match, parse
 from pipeline.lib.template import Chat, adapt
 
@@ -92,7 +91,7 @@ def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] 
             fails += 1
         for c in p.calls:
             pred_calls += 1
-            if c["name"] in schemas and not any(Draft202012Validator(schemas[c["name"]]).iter_errors(c["arguments"])):
+            if c["name"] in schemas and not any(_SCHEMAS.validator(schemas[c["name"]]).iter_errors(c["arguments"])):
                 valid_calls += 1
         ok = True
         if ref:
@@ -205,3 +204,6 @@ def eval_rows(ev: dict) -> list[list[str]]:
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+_SCHEMAS = Schemas()  # compiled once per distinct schema, as the validator does

@@ -232,3 +232,41 @@ def test_lines_that_crashed_the_validator_are_rejected_with_a_reason(line, code)
     record, errors = validate.check_line(json.dumps(line).encode(), None, validate.Schemas())
     assert record is None and code in {e["code"] for e in errors}, errors
     assert all(e["fix"] for e in errors)
+
+
+def test_your_data_is_your_eval(tmp_path, runs_dir):
+    """`make validate ARGS="data.train=... data.tools=..."` (the README's own-data keys, no data.eval): the held-out
+    set is split from the user's file, nothing of the bundled agent is read or scored, and the report says so."""
+    import os
+    import subprocess
+
+    from pipeline.lib.recipe import ROOT
+
+    data, tools = tmp_path / "mine.jsonl", tmp_path / "my_tools.json"
+    data.write_text("".join(json.dumps(good(k)) + "\n" for k in range(1, 61)))
+    tools.write_text(json.dumps(TOOLS))
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "TOOLTUNE_ARGS")}
+    out = subprocess.run(["make", "--no-print-directory", "validate", "RUN=own", f"ARGS=data.train={data} data.tools={tools}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    run = runs_dir / "own"
+    evals = [json.loads(x) for x in (run / "validate" / "eval.jsonl").read_text().splitlines()]
+    train = [json.loads(x) for x in (run / "validate" / "train.jsonl").read_text().splitlines()]
+    assert evals and {r["source"]["file"] for r in evals + train} == {str(data)}  # every line from the user's file
+    firsts = {conversations.first_user(r["messages"]) for r in evals}
+    assert not firsts & {conversations.first_user(r["messages"]) for r in train}  # grouped: no first turn on both sides
+    report = json.loads((run / "validate" / "report.json").read_text())
+    assert report["eval_source"].startswith(f"split from data.train ({data})"), report["eval_source"]
+    assert report["lines_read"] == 60 and report["rejected"] == 0
+    assert "customer_service" not in (run / "recipe.yaml").read_text().split("data_sha256")[1]
+    assert "eval: null" in (run / "recipe.yaml").read_text()
+    page = (run / "report.html").read_text()  # Make refreshed the run's report after the stage
+    assert "held-out set" in page and f"split from data.train ({data})" in page
+    # an explicit data.eval is kept
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps(good(k)) + "\n" for k in range(61, 71)))
+    explicit = subprocess.run(["make", "--no-print-directory", "validate", "RUN=own2",
+                               f"ARGS=data.train={data} data.tools={tools} data.eval={held}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert explicit.returncode == 0, explicit.stderr[-2000:]
+    assert json.loads((runs_dir / "own2" / "validate" / "report.json").read_text())["eval_source"] == f"data.eval ({held})"

@@ -237,6 +237,8 @@ def build_html(d: dict) -> str:
         codes = sorted((v.get("errors_by_code") or {}).items(), key=lambda kv: -kv[1])[:5]
         parts.append(table(["", ""], [["lines read", str(v.get("lines_read"))], ["accepted", str(v.get("accepted"))],
                                       ["rejected", str(v.get("rejected"))], ["train / eval", f"{v.get('train')} / {v.get('eval')}"],
+                                      ["held-out set", esc(str(v.get("eval_source", "data.eval")))],
+                                      ["valid, not used (data.max_train, data.eval_max)", str(v.get("unused_valid", 0))],
                                       ["top reject codes", esc(", ".join(f"{c} ({n})" for c, n in codes) or "none")]]))
     c = d.get("count")
     if c:

@@ -151,7 +151,9 @@ def model_card(d: dict) -> str:
     v = d.get("validate")
     if v:
         lines.append(f"- {v.get('accepted')} conversations accepted, {v.get('rejected')} rejected; {v.get('train')} trained on, "
-                     f"{v.get('eval')} held out")
+                     f"{v.get('eval')} held out, {v.get('eval_source', 'data.eval')}")
+        if v.get("unused_valid"):
+            lines.append(f"- {v['unused_valid']} valid conversations not used: the recipe's caps (data.max_train, data.eval_max)")
     c = d.get("count")
     if c:
         lines.append(f"- {c.get('tokens_per_epoch', 0):,} tokens per epoch ({pct(c.get('trained_share'))} of them assistant "

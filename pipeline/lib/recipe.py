@@ -563,16 +563,28 @@ def load(name: str, overrides: list[str] | None = None, run: str | None = None) 
     recipe = Recipe(name=name)
     problems: list[str] = []
     _apply(recipe, values, "", problems)
+    given = [values]
     try:
-        _apply(recipe, parse_overrides(overrides or []), "", problems)
+        parsed = parse_overrides(overrides or [])
+        _apply(recipe, parsed, "", problems)
+        given.append(parsed)
     except RecipeError as e:
         problems += e.problems
+    _own_data_own_eval(recipe, given)
     # Values with a wrong type or an unknown key were not set (the field keeps its typed default), so the
     # checks below are safe to run anyway: every problem is reported in one go.
     problems += check(recipe)
     if problems:
         raise RecipeError(problems, f"recipes/{name}.yaml" + (f" with {' '.join(overrides)}" if overrides else ""))
     return recipe
+
+
+def _own_data_own_eval(recipe: Recipe, given: list[dict]) -> None:
+    """Your data is your eval: with `data.train` set to other data and `data.eval` left at the bundled held-out
+    set, the eval is split from your data (`data.eval_fraction`), never scored on the bundled agent."""
+    said_eval = any(isinstance(g.get("data"), dict) and "eval" in g["data"] for g in given)
+    if not said_eval and recipe.data.train != DataConfig.train and recipe.data.eval == DataConfig.eval:
+        recipe.data.eval = None
 
 
 def data_hashes(recipe: Recipe) -> dict[str, str]:

@@ -215,7 +215,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "balanced": read == len(train) + len(evals) + len(rejects) + unused,
         "train": len(train),
         "eval": len(evals),
-        "eval_source": "data.eval" if eval_files else f"split {d.eval_fraction:.0%} (max {d.eval_max})",
+        "eval_source": (f"data.eval ({d.eval})" if eval_files else
+                        f"split from data.train ({d.train}): {d.eval_fraction:.0%}, at most {d.eval_max}"),
         "errors_by_code": dict(codes.most_common()),
         "calls_per_tool": dict(sorted(per_tool.items())),
         "calls_per_tool_counted_over": all_train,

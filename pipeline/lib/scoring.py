@@ -12,6 +12,7 @@ from pipeline.lib.template import Chat, adapt
 # The targets of the article "Fine-Tune a 7B Model for $1,500 (Not $50,000)" for a tool-calling fine-tune.
 TARGETS = {"tool_selection": 0.90, "arguments": 0.85, "refusal": 0.95}
 SLACK = 8  # tokens a reply may run past the longest reference reply (eval.max_new_tokens=0)
+_SCHEMAS = Schemas()  # compiled once per distinct schema, as the validator does
 METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_result", "parallel", "parse_failures")
 
 
@@ -205,5 +206,3 @@ def eval_rows(ev: dict) -> list[list[str]]:
 def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
-
-_SCHEMAS = Schemas()  # compiled once per distinct schema, as the validator does

@@ -399,12 +399,15 @@ def test_max_seq_length_below_the_prompt_is_refused_by_count(chain, tiny_model_d
     shutil.copytree(chain / "validate", run / "validate")
     args = [*tiny_args(tiny_model_dir), "max_seq_length=64"]  # the 15-tool schema prompt alone is ~1k tokens
     capsys.readouterr()
-    for attempt in range(2):  # the second run must refuse too, not find a "done" count stage
+    for attempt in range(3):  # the second run must refuse too, not find a "done" count stage
         with pytest.raises(SystemExit) as exc:
-            stage(count, "S", args)
+            stage(count, "S", args + (["data.too_long=fail"] if attempt == 2 else []))
         assert exc.value.code == 2, attempt
-        err = capsys.readouterr().err
-        assert "longer than max_seq_length=64" in err and "cut assistant tokens" in err, err
+        err = " ".join(capsys.readouterr().err.split())
+        if attempt < 2:  # data.too_long=split: not even the system prompt and tools fit
+            assert "fits in no window of max_seq_length=64" in err and "The data needs max_seq_length >=" in err, err
+        else:
+            assert "longer than max_seq_length=64 (data.too_long=fail" in err, err
         assert "Traceback" not in err
         assert not (run / "count" / "stage.json").exists()
     # and training refuses to start from the tokens of a count that failed

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline.lib import bfcl, scoring, stages
+from pipeline.lib import bfcl, scoring, stages, windows
 from pipeline.lib.common import console, err_console, read_jsonl, rel, write_text_atomic
 from pipeline.lib.recipe import scrub
 from pipeline.lib.scoring import pct
@@ -246,7 +246,10 @@ def build_html(d: dict) -> str:
         parts.append(table(["tokens (the model's own tokenizer and template)", ""],
                            [["per epoch", f"{c.get('tokens_per_epoch', 0):,}"], ["trained (assistant) share", pct(c.get("trained_share"))],
                             ["tool schemas' share", pct(c.get("tool_schema_share"))],
-                            ["per conversation p50 / p90 / max", f"{pe.get('p50')} / {pe.get('p90')} / {pe.get('max')}"]], {1}))
+                            ["per conversation p50 / p90 / max", f"{pe.get('p50')} / {pe.get('p90')} / {pe.get('max')}"],
+                            *([[f"over max_seq_length={c.get('max_seq_length')}",
+                                esc(f"{len(c.get('over_max_seq_length') or [])}: {windows.describe(c['too_long'])}")]]
+                              if c.get("too_long") else [])], {1}))
         l4 = c.get("len_div_4") or {}
         if l4:
             parts.append(table(["text", "characters", "tokens", "len/4 estimate", "len/4 error"],

@@ -8,7 +8,7 @@ import os
 
 from pipeline.lib.common import StageError
 from pipeline.lib.mask import Layout, assistant_spans
-from pipeline.lib.template import Chat
+from pipeline.lib.template import Chat, adapt
 
 
 def summed_offsets(table, ids, bounds, texts: list[str]):
@@ -69,9 +69,11 @@ _WORKER: tuple | None = None  # (chat, records) inherited by forked workers
 
 def _render_one(chat: Chat, r: dict, fast=None) -> tuple[str, list[tuple[int, int]]]:
     try:
-        if fast is not None:
-            return fast(r["messages"], r["tools"])
-        return assistant_spans(chat, r["messages"], r["tools"])
+        full, spans = fast(r["messages"], r["tools"]) if fast is not None else assistant_spans(chat, r["messages"], r["tools"])
+        if r.get("train_from"):  # a window of a longer conversation: its earlier assistant turns are context
+            before = adapt(r["messages"][:r["train_from"]], chat.fmt)
+            spans = spans[sum(1 for m in before if m["role"] == "assistant"):]
+        return full, spans
     except StageError as e:
         raise StageError(f"{where(r)}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a template that cannot render this conversation

@@ -441,7 +441,18 @@ def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
         "multi_gpu": multi_gpu_plan(cfg, est, recipe, params["total"], tokens),
         "time": {"tokens": tokens, "basis": basis,
                  "model": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/lib/planner.py)"},
+        "data_needs_max_seq_length": data_needs(recipe, run_dir),
     }
+
+
+def data_needs(recipe: Recipe, run_dir: Path | None) -> int | None:
+    """The max_seq_length the counted data needs, where the count stage found a turn that fits in no window of
+    the recipe's (None: it fits, or it was not counted)."""
+    try:
+        need = json.loads((run_dir / "count" / "report.json").read_text())["too_long"].get("needs_max_seq_length")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return need if isinstance(need, int) and need > recipe.max_seq_length else None
 
 
 def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
@@ -478,6 +489,11 @@ def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
                   f"{row['tokens_per_s']:,}", "?" if row["hours"] is None else f"{row['hours']:.2f}", row["fix"] or "")
     console.print(g)
     console.print(f"[dim]tokens: {p['time']['basis']}; speed: {p['time']['model']}; * = recipe's gpu[/]")
+    if p["data_needs_max_seq_length"]:
+        need = p["data_needs_max_seq_length"]
+        console.print(f"[red]the counted data needs max_seq_length >= {need}[/] (a turn fits in no window of "
+                      f"{recipe.max_seq_length}): `make plan ARGS=\"max_seq_length={1 << (need - 1).bit_length()}\"` "
+                      "shows what that costs")
     m = Table(title="several GPUs (make train NPROC=n): memory per GPU")
     for col in ("GPUs", "DDP GiB each", "FSDP GiB each", "sharding=auto", "hours"):
         m.add_column(col)

@@ -114,6 +114,10 @@ class DataConfig:
     """Dataset-wide tool schemas (OpenAI `tools` list); lines may also carry their own `tools`."""
     on_invalid: str = "reject"
     """`reject`: keep going and write bad lines to rejects.jsonl; `fail`: exit non-zero listing every bad line."""
+    too_long: str = "split"
+    """Conversations longer than max_seq_length: `split` trains them in windows (the system prompt and tools,
+    then as much recent history as fits; every assistant turn trained once), `drop` leaves them out,
+    `fail` stops the count stage."""
     eval_fraction: float = 0.1
     """Share of the training data split off as eval when `data.eval` is not given."""
     eval_max: int = 500
@@ -460,6 +464,7 @@ def check(r: Recipe) -> list[str]:
         "dtype": (r.dtype, ("auto", "float32", "bfloat16", "float16")),
         "gpu": (r.gpu, ("rtx4090", "a100-40gb", "a100-80gb", "h100", "h200")),
         "data.on_invalid": (r.data.on_invalid, ("reject", "fail")),
+        "data.too_long": (r.data.too_long, ("split", "drop", "fail")),
         "eval.engine": (r.eval.engine, ("hf", "vllm", "llamacpp")),
         "train.packing": (r.train.packing, ("shared_prefix", "none")),
         "export.dtype": (r.export.dtype, ("bfloat16", "float16")),

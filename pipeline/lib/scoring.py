@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from pipeline.lib import windows
 from pipeline.lib.conversations import Schemas
 from pipeline.lib.parse import Parsed, calls_match, parse
 from pipeline.lib.template import Chat, adapt
@@ -35,6 +36,34 @@ def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dic
         step = len(items) / max_turns  # spread over the whole file, not its first conversations
         items = [items[int(k * step)] for k in range(max_turns)]
     return items
+
+
+def fit_windows(chat: Chat, items: list[dict], max_len: int) -> dict:
+    """Give each turn whose prompt and reference reply are longer than `max_len` tokens the window training
+    gives the first turn it trains (pipeline.lib.windows): the system prompt and tools, then the most recent
+    history that fits. Returns how many turns were windowed, and how many fit in no window (scored whole)."""
+    fulls = [it["messages"] + [it["reference"]["message"]] for it in items]
+    texts = [chat.render_adapted(m, it["tools"]) for m, it in zip(fulls, items)]
+    lengths = [len(x) for x in chat.tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    out = {"windowed": 0, "no_window": 0}
+    for it, msgs, n in zip(items, fulls, lengths):
+        if n <= max_len:
+            continue
+
+        def length(ms: list[dict], tools=it["tools"]) -> int:
+            return len(chat.tokenizer(chat.render_adapted(ms, tools), add_special_tokens=False)["input_ids"])
+
+        end = len(msgs) - 1
+        try:
+            start = windows.fit_start(msgs, end, length, max_len)
+        except windows.NoFit:
+            out["no_window"] += 1
+            continue
+        head = windows.head_len(msgs)
+        it["messages"] = msgs[:head] + msgs[start:end]
+        it["window_start"] = start
+        out["windowed"] += 1
+    return out
 
 
 def reference_tokens(chat: Chat, item: dict) -> int:

@@ -27,6 +27,7 @@ from pipeline.lib.artifacts import load_split
 from pipeline.lib.common import (StageError, console, fingerprint, rel, stage_main, up_to_date, write_json_atomic, write_jsonl_atomic, write_sidecar,
                                  write_text_atomic)
 from pipeline.lib.conversations import toolset_key
+from pipeline.lib import windows
 from pipeline.lib.encode import encode_many, where
 from pipeline.lib.models import load_tokenizer
 from pipeline.lib.parse import vllm_parser
@@ -134,7 +135,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         raise StageError(f"run the validate stage first: {rel(vdir / 'stage.json')} is missing (make validate).")
     # Only what changes the token ids and masks: the time estimate follows train.* and gpu without re-counting.
     fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "max_seq_length",
-                                               "trust_remote_code"))
+                                               "data.too_long", "trust_remote_code"))
     if up_to_date(out, fp):
         console.print(f"[dim]{STAGE}: inputs unchanged, nothing to do[/]")
         write_schedule(recipe, out)
@@ -152,21 +153,21 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     console.print(f"count: template format [bold]{chat.fmt}[/] (vLLM parser {vllm_parser(chat.fmt)}), "
                   f"end of turn {chat.eot!r}, {len(train)} training conversations")
 
-    rows, lengths, over = [], [], []
-    trained_total = 0
+    rows, over, long_records = [], [], []
     naive = defaultdict(lambda: [0, 0])  # type -> [chars, tokens]
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("rendering and tokenizing", total=len(train))
         for r, _, _, ids, mask in encode_many(chat, train, on_rendered=lambda n: progress.advance(task, n)):
-            at = where(r)
             n = len(ids)
-            lengths.append(n)
-            trained_total += int(mask.sum())
             if n > recipe.max_seq_length:
-                cut_trained = int(mask[recipe.max_seq_length:].sum())
-                over.append({"id": r["id"], "where": at, "tokens": n, "cut_tokens": n - recipe.max_seq_length,
-                             "cut_trained_tokens": cut_trained})
+                over.append({"id": r["id"], "where": where(r), "tokens": n, "cut_tokens": n - recipe.max_seq_length,
+                             "trained_tokens": int(mask.sum()), "cut_trained_tokens": int(mask[recipe.max_seq_length:].sum())})
+                long_records.append(r)
+                continue
             rows.append({"id": r["id"], "group": prefix_group(r), "input_ids": ids.tolist(), "mask": mask.tolist()})
+    too_long, misfits = too_long_rows(recipe, chat, long_records, over, rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    trained_total = sum(sum(r["mask"]) for r in rows)
 
     # The len/4 trap: count each kind of text on its own and compare with chars/4.
     sample = train[: min(len(train), 2000)]
@@ -196,11 +197,12 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     schema_per_example = schema_tokens / max(1, min(50, len(train)))
 
     total = sum(lengths)
-    s = sorted(lengths)
+    s = sorted(lengths) or [0]
     hist_edges = [0, 256, 512, 1024, 2048, 4096, 8192, 1 << 30]
     hist = {f"{a}-{b if b < 1 << 30 else 'inf'}": sum(1 for n in lengths if a <= n < b) for a, b in zip(hist_edges, hist_edges[1:])}
     report = {
-        "examples": len(train),
+        "examples": len(rows),
+        "conversations": len(train),
         "template_format": chat.fmt,
         "vllm_tool_parser": vllm_parser(chat.fmt),
         "total_tokens": total,
@@ -214,6 +216,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "tool_schema_share": round(schema_per_example * len(train) / max(1, total), 4),
         "max_seq_length": recipe.max_seq_length,
         "over_max_seq_length": over,
+        "too_long": too_long,
         "tokens_per_epoch": total,
         "len_div_4": trap,
     }
@@ -221,17 +224,98 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown(recipe, report))
     show(recipe, report, schedule(recipe, report))
-    cut = [o for o in over if o["cut_trained_tokens"]]
-    if cut:  # before the sidecar: a failed count must not look done to the next run (or to Make)
+    # Before the sidecar: a failed count must not look done to the next run (or to Make).
+    if over and recipe.data.too_long == "fail":
         raise StageError(
-            f"{len(cut)} conversation(s) are longer than max_seq_length={recipe.max_seq_length} and truncation would "
-            f"cut assistant tokens (first: {cut[0]['where']}, {cut[0]['tokens']} tokens). Raise max_seq_length or "
-            f"shorten them; the list is in {rel(out / 'report.json')}."
+            f"{len(over)} conversation(s) are longer than max_seq_length={recipe.max_seq_length} (data.too_long=fail; "
+            f"first: {over[0]['where']}, {over[0]['tokens']} tokens). Set data.too_long=split to train them in windows, "
+            f"data.too_long=drop to leave them out, or raise max_seq_length; the list is in {rel(out / 'report.json')}."
         )
+    if misfits:
+        raise StageError(no_fit_message(recipe, too_long, rel(out / "report.json")))
+    if not rows:
+        raise StageError(f"no training conversation is left: all {len(train)} are longer than "
+                         f"max_seq_length={recipe.max_seq_length} (data.too_long=drop). Raise max_seq_length or set "
+                         "data.too_long=split.")
     write_sidecar(out, STAGE, recipe, inputs, fp, started,
-                  {"total_tokens": total, "trained_tokens": trained_total, "examples": len(train), "audit": "passed"})
+                  {"total_tokens": total, "trained_tokens": trained_total, "examples": len(rows),
+                   "conversations": len(train), "audit": "passed"})
     write_schedule(recipe, out)
     return out / "report.json"
+
+
+def too_long_rows(recipe: Recipe, chat: Chat, records: list[dict], over: list[dict], rows: list[dict]) -> tuple[dict, list]:
+    """What `data.too_long` does with the conversations longer than max_seq_length: `split` appends their
+    windows to `rows` (pipeline.lib.windows), `drop` leaves them out, `fail` stops after the report.
+    Returns the report's `too_long` section and the conversations that fit in no window."""
+    policy, max_len = recipe.data.too_long, recipe.max_seq_length
+    info = {"policy": policy, "conversations": len(over), "split": 0, "windows": 0, "dropped": 0,
+            "dropped_tokens": 0, "dropped_trained_tokens": 0, "history_tokens_left_out": 0}
+    if policy != "split":
+        if policy == "drop":
+            info.update(dropped=len(over), dropped_tokens=sum(o["tokens"] for o in over),
+                        dropped_trained_tokens=sum(o["trained_tokens"] for o in over))
+        return info, []
+    tok = chat.tokenizer
+    misfits, pieces_ = [], []
+    for r in records:
+        msgs = r["messages"]
+
+        def length(ms: list[dict], tools=r["tools"]) -> int:
+            return len(tok(chat.render(ms, tools), add_special_tokens=False)["input_ids"])
+
+        try:
+            spans = windows.split(msgs, length, max_len)
+        except windows.NoFit as e:
+            probe = msgs[:windows.head_len(msgs)] + [{"role": "user", "content": "x"}]
+            bare = [len(tok(chat.render(m, None), add_special_tokens=False)["input_ids"]) for m in (probe, probe[-1:])]
+            misfits.append({"where": where(r), "turn": e.turn, "needs": e.tokens, "system_tokens": bare[0] - bare[1],
+                            "tool_tokens": length(probe) - bare[0]})
+            continue
+        info["split"] += 1
+        head = windows.head_len(msgs)
+        for k, (start, end, first) in enumerate(spans):
+            part = msgs[:head] + msgs[start:end + 1]
+            pieces_.append({**r, "id": f"{r['id']}#{k + 1}", "messages": part, "train_from": head + first - start,
+                            "window": {"of": r["id"], "start": start, "end": end}})
+            if start > head:
+                info["history_tokens_left_out"] += length(msgs[:first + 1]) - length(msgs[:head] + msgs[start:first + 1])
+    if misfits:
+        info["no_fit"] = misfits
+        info["needs_max_seq_length"] = max(m["needs"] for m in misfits)
+        return info, misfits
+    for r, _, _, ids, mask in encode_many(chat, pieces_):
+        if len(ids) > max_len:  # the window rule measured this very rendering: never
+            raise StageError(f"{where(r)}: window {r['id']} is {len(ids)} tokens, over max_seq_length={max_len}.")
+        rows.append({"id": r["id"], "group": prefix_group(r), "input_ids": ids.tolist(), "mask": mask.tolist()})
+    info["windows"] = len(pieces_)
+    return info, []
+
+
+def no_fit_message(recipe: Recipe, too_long: dict, report: str) -> str:
+    """The stop before training when a turn fits in no window: the max_seq_length the data needs, and its cost."""
+    need = too_long["needs_max_seq_length"]
+    first = too_long["no_fit"][0]
+    suggest = 1 << (need - 1).bit_length()  # the next power of two
+    cost = ""
+    try:
+        from dataclasses import replace
+
+        from pipeline.lib.planner import plan
+
+        p = plan(replace(recipe, max_seq_length=suggest))
+        if p.get("known"):
+            row = p["gpus"].get(recipe.gpu) or {}
+            cost = (f" At max_seq_length={suggest} the plan estimates {p['total_gib']:.1f} GiB peak"
+                    + (f" on {recipe.gpu} ({'fits' if row.get('fits') else 'does not fit'})" if row else "") + ".")
+    except (StageError, KeyError, TypeError, ValueError):
+        pass
+    return (f"{len(too_long['no_fit'])} conversation(s) have an assistant turn that fits in no window of "
+            f"max_seq_length={recipe.max_seq_length}, even with only the system prompt and the tools before it "
+            f"(first: {first['where']}, the assistant turn at message {first['turn']} needs {first['needs']} tokens; its system prompt is "
+            f"{first['system_tokens']} tokens, its tools {first['tool_tokens']}). The data needs "
+            f"max_seq_length >= {need}: set max_seq_length={suggest}.{cost} `make plan RECIPE={recipe.name} ARGS=\"max_seq_length={suggest}\"` "
+            f"shows the memory and time; the list is in {report}.")
 
 
 def schedule(recipe: Recipe, report: dict) -> dict:
@@ -269,7 +353,7 @@ def markdown(recipe: Recipe, r: dict) -> str:
         f"| trained (assistant) tokens | {r['trained_tokens']:,} ({r['trained_share']:.1%}) |",
         f"| context tokens | {r['context_tokens']:,} |",
         f"| tool schemas | {r['tool_schema_tokens_per_example']} tokens per example ({r['tool_schema_share']:.1%} of all) |",
-        f"| over max_seq_length={r['max_seq_length']} | {len(r['over_max_seq_length'])} |",
+        f"| over max_seq_length={r['max_seq_length']} | {len(r['over_max_seq_length'])} ({windows.describe(r['too_long'])}) |",
         "", "## Length histogram", "", "| tokens | examples |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in r["histogram"].items()],
         "", "## The len/4 estimation trap", "",
@@ -290,7 +374,7 @@ def show(recipe: Recipe, r: dict, sched: dict) -> None:
     t.add_row("per example min/p50/p90/p99/max", f"{pe['min']}/{pe['p50']}/{pe['p90']}/{pe['p99']}/{pe['max']}")
     t.add_row("trained / context tokens", f"{r['trained_tokens']:,} / {r['context_tokens']:,} ({r['trained_share']:.1%} trained)")
     t.add_row("tool schemas", f"{r['tool_schema_tokens_per_example']} tokens/example ({r['tool_schema_share']:.1%})")
-    t.add_row(f"over max_seq_length={r['max_seq_length']}", str(len(r["over_max_seq_length"])))
+    t.add_row(f"over max_seq_length={r['max_seq_length']}", f"{len(r['over_max_seq_length'])} ({windows.describe(r['too_long'])})")
     console.print(t)
     t = Table(title="the len/4 trap: measured tokens per character")
     for c in ("text", "chars", "tokens", "tokens/char", "len/4", "len/4 error"):

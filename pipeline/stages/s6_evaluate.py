@@ -30,8 +30,8 @@ from pipeline.lib.inference import free_gpu_memory, generate, load_model, scored
 from pipeline.lib.models import load_tokenizer
 from pipeline.lib.parse import Parsed
 from pipeline.lib.recipe import Recipe
-from pipeline.lib.scoring import (EVAL_HEADER, METRICS, SLACK, TARGETS, by_turn, compare_engines, compare_turns, eval_items, eval_rows, from_message,
-                                  markdown_table, pct, reply_budget, score, wire)
+from pipeline.lib.scoring import (EVAL_HEADER, METRICS, SLACK, TARGETS, by_turn, compare_engines, compare_turns, eval_items, eval_rows,
+                                  fit_windows, from_message, markdown_table, pct, reply_budget, score, wire)
 from pipeline.lib.template import Chat
 
 STAGE = "evaluate"
@@ -141,7 +141,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     inputs = [vdir / "eval.jsonl", merged / "stage.json"]
     if recipe.eval.engine == "llamacpp":
         inputs.append(run_dir / "gguf" / "stage.json")
-    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "eval.max_turns",
+    fp = fingerprint(recipe, STAGE, inputs, ("model", "tokenizer", "chat_template", "tool_format", "max_seq_length", "eval.max_turns",
                                                "eval.batch_size", "eval.max_new_tokens", "eval.failures_shown", "eval.base",
                                                "eval.engine", "eval.gguf", "eval.forgetting", "eval.bfcl_max_new_tokens",
                                                "trust_remote_code"))
@@ -157,6 +157,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if not records:
         raise StageError("the eval split is empty: set data.eval or a larger data.eval_fraction.")
     items = eval_items(records, chat.fmt, recipe.eval.max_turns)
+    fitted = fit_windows(chat, items, recipe.max_seq_length)
+    if fitted["windowed"] or fitted["no_window"]:
+        console.print(f"evaluate: {fitted['windowed']} turns longer than max_seq_length={recipe.max_seq_length} are scored "
+                      "in the window training uses (system prompt, tools, the most recent history that fits)"
+                      + (f"; {fitted['no_window']} fit in no window and are scored whole" if fitted["no_window"] else ""))
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]  # the same for both models
     budget, budget_info = reply_budget(chat, items, recipe.eval.max_new_tokens)
     console.print(f"evaluate: {len(items)} assistant turns from {len(records)} held-out conversations, parser {chat.fmt}, "
@@ -209,6 +214,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         preds += [dict(model=label, engine=by, **x) for x in p]
 
     report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "engine": engine,
+              "windows": {"max_seq_length": recipe.max_seq_length, **fitted},
               "reply_budget": budget_info,
               "models": loaded,
               "targets": TARGETS,

@@ -270,3 +270,39 @@ def test_your_data_is_your_eval(tmp_path, runs_dir):
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert explicit.returncode == 0, explicit.stderr[-2000:]
     assert json.loads((runs_dir / "own2" / "validate" / "report.json").read_text())["eval_source"] == f"data.eval ({held})"
+
+
+def test_a_call_id_reused_after_its_answer_is_accepted_and_counted(tmp_path, runs_dir):
+    """Logged agents reuse ids across turns: once the earlier call is answered the pairing is unambiguous, so the
+    conversation is kept (with a warning count); two open calls with one id still are not."""
+    def reused(k: int) -> dict:
+        a, b = f"ORD-{200000 + k}", f"ORD-{300000 + k}"
+        return {"messages": [SYS, {"role": "user", "content": f"Where are {a} and then {b}?"},
+                             call("check_order_status", {"order_id": a}),
+                             {"role": "tool", "tool_call_id": "c1", "content": "{\"status\": \"shipped\"}"},
+                             call("check_order_status", {"order_id": b}),  # id c1 again, after its answer
+                             {"role": "tool", "tool_call_id": "c1", "content": "{\"status\": \"delivered\"}"},
+                             {"role": "assistant", "content": f"{a} has shipped and {b} was delivered."}]}
+
+    schemas = conversations.Schemas()
+    record, errors = conversations.check_line(json.dumps(reused(0)).encode(), TOOLS, schemas)
+    assert errors == [] and record["reused_call_ids"] == 1
+    assert [m["tool_call_id"] for m in record["messages"] if m["role"] == "tool"] == ["c1", "c1"]
+    open_twice = reused(0)  # two parallel calls with one id, both open: which result answers which is unknown
+    first, second = open_twice["messages"][2], open_twice["messages"][4]
+    open_twice["messages"][2:6] = [{**first, "tool_calls": first["tool_calls"] + second["tool_calls"]},
+                                   open_twice["messages"][3], open_twice["messages"][5]]
+    record, errors = conversations.check_line(json.dumps(open_twice).encode(), TOOLS, schemas)
+    assert record is None and "tool_call_id_duplicate" in {e["code"] for e in errors}
+
+    data = tmp_path / "reuse.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in [good(k) for k in range(1, 21)] + [reused(k) for k in range(5)]))
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    validate.main(args(data, tools))
+    report = json.loads((runs_dir / "v" / "validate" / "report.json").read_text())
+    assert report["rejected"] == 0 and report["accepted"] == 25
+    assert report["reused_call_ids"] == {"conversations": 5, "calls": 5}
+    assert any("5 conversation(s) reuse a tool-call id" in w for w in report["warnings"])
+    kept = (runs_dir / "v" / "validate" / "train.jsonl").read_text() + (runs_dir / "v" / "validate" / "eval.jsonl").read_text()
+    assert "reused_call_ids" not in kept

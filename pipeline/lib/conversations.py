@@ -49,7 +49,7 @@ CODES = {
     "first_turn": "the conversation must start (after the system prompt) with a user turn",
     "tool_result_orphan": "a `tool` message must follow the assistant call it answers",
     "tool_call_id_unknown": "set the tool message's `tool_call_id` to the id of the call it answers",
-    "tool_call_id_duplicate": "give every call in a conversation its own id",
+    "tool_call_id_duplicate": "give the calls that are open at once (not yet answered) each their own id",
     "call_unanswered": "answer every tool call with a `tool` message before the next user turn",
     "ends_without_assistant": "end the conversation with an assistant turn (the thing the model learns)",
     "assistant_empty": "give the assistant turn text `content` or `tool_calls`",
@@ -252,6 +252,7 @@ class _Calls:
     pending: dict[str, str] = field(default_factory=dict)  # call id -> tool name
     seen: set[str] = field(default_factory=set)
     count: int = 0
+    reused: int = 0  # ids used again after their earlier call was answered
 
 
 def _calls(calls: list, where: str, tools: list[dict] | None, by_name: dict, source: str | None, schemas: Schemas,
@@ -282,8 +283,10 @@ def _calls(calls: list, where: str, tools: list[dict] | None, by_name: dict, sou
             call_id = f"call_{call_counter}"
         call_id = str(call_id)
         call_counter += 1
-        if call_id in seen_ids:
-            errors.append(problem("tool_call_id_duplicate", f"{cw}: id {call_id!r} used twice"))
+        if call_id in pending:  # two open calls with one id: which result answers which is ambiguous
+            errors.append(problem("tool_call_id_duplicate", f"{cw}: id {call_id!r} is already used by a call not yet answered"))
+        elif call_id in seen_ids:  # reused after its earlier call was answered: the pairing is unambiguous
+            state.reused += 1
         seen_ids.add(call_id)
         pending[call_id] = name
         norm_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": args}})
@@ -414,6 +417,8 @@ def check_line(raw: bytes, dataset_tools: list[dict] | None, schemas: Schemas) -
         record["id"] = str(obj["id"])
     if isinstance(obj.get("kind"), str):
         record["kind"] = obj["kind"]
+    if state.reused:
+        record["reused_call_ids"] = state.reused  # counted by validate; not written to its outputs
     return record, []
 
 

@@ -207,6 +207,11 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if outliers:
         warnings.append(f"{len(outliers)} conversations are over 8x the median length (e.g. {outliers[:3]}).")
 
+    reusing = [r.get("reused_call_ids", 0) for r in train + evals if r.get("reused_call_ids")]
+    if reusing:
+        warnings.append(f"{len(reusing)} conversation(s) reuse a tool-call id after its earlier call was answered "
+                        f"({sum(reusing)} call(s)): accepted, each result paired with the open call of its id.")
+
     report = {
         "lines_read": read,
         "accepted": len(train) + len(evals),
@@ -225,6 +230,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         "turn_types": dict(turns.most_common()),
         "refusal_examples": refusals,
         "warnings": warnings,
+        "reused_call_ids": {"conversations": len(reusing), "calls": sum(reusing)},
         "tools_source": "data.tools" if dataset_tools is not None else "per line / signatures",
     }
     for split_name, rs in (("train", train), ("eval", evals)):

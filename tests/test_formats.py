@@ -263,3 +263,38 @@ def test_openai_log_production_failures_go_to_review_with_their_conversation(tmp
     assert len(written) == 3
     assert written[1]["messages"][-1]["tool_calls"][0]["function"]["name"] == "check_order_status"  # the correction
     assert written[0]["messages"][-1]["tool_calls"][0]["function"]["arguments"] == {"order_id": "A-1"}
+
+
+def test_openai_log_a_session_logged_as_growing_requests_is_one_conversation(tmp_path):
+    """An agent logs a request per turn, each holding the whole conversation so far: those become one
+    conversation (the longest), not one per request repeating its first turns."""
+    from pipeline.lib.conversations import read_records
+    from pipeline.lib.formats import convert
+
+    tools = [{"type": "function", "function": {"name": "check_order_status", "description": "Look up an order.",
+                                               "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                                                              "required": ["order_id"]}}}]
+    turns = [{"role": "system", "content": "You look up orders."}, {"role": "user", "content": "Where is A-1?"},
+             {"role": "assistant", "content": None, "tool_calls": [
+                 {"id": "call_1", "type": "function", "function": {"name": "check_order_status", "arguments": "{\"order_id\": \"A-1\"}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "{\"status\": \"shipped\"}"},
+             {"role": "assistant", "content": "A-1 has shipped."},
+             {"role": "user", "content": "And B-2?"},
+             {"role": "assistant", "content": None, "tool_calls": [
+                 {"id": "call_2", "type": "function", "function": {"name": "check_order_status", "arguments": "{\"order_id\": \"B-2\"}"}}]},
+             {"role": "tool", "tool_call_id": "call_2", "content": "{\"status\": \"delivered\"}"},
+             {"role": "assistant", "content": "B-2 was delivered."}]
+    ends = [i for i, m in enumerate(turns) if m["role"] == "assistant"]  # each logged request ends before a reply
+    logs = [{"request": {"messages": turns[:e], "tools": tools}, "response": {"choices": [{"message": turns[e]}]}} for e in ends]
+    other = {"request": {"messages": [turns[0], {"role": "user", "content": "Hi"}], "tools": tools},
+             "response": {"choices": [{"message": {"role": "assistant", "content": "Hello! Which order?"}}]}}
+    src = tmp_path / "requests.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in [logs[1], other, logs[0], logs[3], logs[2]]))
+    summary = convert("openai-log", src, tmp_path / "out.jsonl")
+    assert summary["read"] == 5 and summary["written"] == 2
+    assert summary["skip_reasons"] == {"merged_into_session": 3}
+    rejects = [json.loads(x) for x in Path(summary["rejects_path"]).read_text().splitlines()]
+    assert {r["index"] for r in rejects} == {0, 2, 4} and all("record 3" in r["errors"][0]["message"] for r in rejects)
+    written = read_records(tmp_path / "out.jsonl", None)
+    assert [len(r["messages"]) for r in written] == [3, len(turns)]
+    assert written[1]["messages"][-1]["content"] == "B-2 was delivered."

@@ -700,9 +700,42 @@ def _openai_log_one(rec: Any) -> Result:
 
 def import_openai_log(records: Iterable[Any]) -> Iterator[Result]:
     """Logged OpenAI chat completions with tools: a valid exchange is a conversation; a call that fails its schema,
-    names an unknown tool, or was marked wrong goes to the rejects (review) file with the conversation, to be fixed."""
-    for rec in records:
-        yield _openai_log_one(rec)
+    names an unknown tool, or was marked wrong goes to the rejects (review) file with the conversation, to be fixed.
+    A session logged as growing requests (each exchange the start of a later one, same tools) is one conversation:
+    the longest; the exchanges it holds are skipped as `merged_into_session`, naming it."""
+    results = [_openai_log_one(rec) for rec in records]
+    holder = _session_prefixes(results)
+    for i, (record, problems) in enumerate(results):
+        j = holder.get(_digest(record)) if record is not None and not problems else None
+        if j is not None and j != i:
+            yield None, [_err("merged_into_session", f"this exchange is the start of record {j} of the same session",
+                              "nothing to do: it is trained once, inside that record's conversation")]
+        else:
+            yield record, problems
+
+
+def _digest(record: dict, n: int | None = None) -> str:
+    """A key of a conversation's tools and its first `n` messages (all by default)."""
+    import hashlib
+
+    msgs = record["messages"] if n is None else record["messages"][:n]
+    return hashlib.sha256(json.dumps([record["tools"], msgs], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _session_prefixes(results: list[Result]) -> dict[str, int]:
+    """Each strict prefix (ending with an assistant turn) of a clean converted exchange -> the index of the longest
+    exchange that holds it."""
+    holder: dict[str, tuple[int, int]] = {}  # digest -> (length of the holding conversation, its index)
+    for i, (record, problems) in enumerate(results):
+        if record is None or problems:
+            continue
+        msgs = record["messages"]
+        for n in range(1, len(msgs)):
+            if msgs[n - 1]["role"] == "assistant":
+                key = _digest(record, n)
+                if holder.get(key, (0, -1))[0] < len(msgs):
+                    holder[key] = (len(msgs), i)
+    return {k: i for k, (_, i) in holder.items()}
 
 
 FORMATS: dict[str, Callable[..., Iterator[Result]]] = {

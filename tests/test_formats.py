@@ -298,3 +298,43 @@ def test_openai_log_a_session_logged_as_growing_requests_is_one_conversation(tmp
     written = read_records(tmp_path / "out.jsonl", None)
     assert [len(r["messages"]) for r in written] == [3, len(turns)]
     assert written[1]["messages"][-1]["content"] == "B-2 was delivered."
+
+
+def test_xlam_and_hermes_rows_import_as_conversations_that_validate(tmp_path, fixtures_dir):
+    """Real rows of Salesforce's xLAM/APIGen (500) and NousResearch's Hermes function calling (1): each converted
+    line passes the validator's checker, or is rejected with its code."""
+    from pipeline.lib.conversations import read_records
+    from pipeline.lib.formats import convert, xlam_type
+
+    assert xlam_type("List[Dict[str, int]]") == {"type": "array", "items": {"type": "object"}}
+    assert xlam_type("Union[int, str]") == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    assert xlam_type("Callable") == {} and xlam_type("float") == {"type": "number"}
+
+    ext = fixtures_dir / "external"
+    summary = convert("xlam", ext / "xlam_apigen" / "xlam_test.json", tmp_path / "xlam.jsonl")
+    assert summary["read"] == 500 and summary["written"] == 480
+    assert summary["skip_reasons"] == {"arguments_schema": 20}  # e.g. a latitude 51.5074 for an `int` parameter
+    written = read_records(tmp_path / "xlam.jsonl", None)  # the validator's own checker, again
+    assert len(written) == 480
+    source = json.loads((ext / "xlam_apigen" / "xlam_test.json").read_text())
+    first = written[0]
+    assert first["messages"][0] == {"role": "user", "content": source[0]["query"]}
+    answers = json.loads(source[0]["answers"])
+    assert [c["function"]["name"] for c in first["messages"][1]["tool_calls"]] == [a["name"] for a in answers]
+    assert all(len(r["messages"][1]["tool_calls"]) >= 3 for r in written)  # every row of the sample has 3-10 calls
+    lamp = next(t["function"] for t in first["tools"] if t["function"]["name"] == "products_search")
+    assert lamp["parameters"]["type"] == "object" and lamp["parameters"]["properties"]["curpage"]["type"] == "integer"
+
+    summary = convert("hermes", ext / "hermes_fc_v1" / "hermes_toolcall.jsonl", tmp_path / "hermes.jsonl")
+    assert summary["read"] == 1 and summary["written"] == 1 and summary["skipped"] == 0
+    (row,) = read_records(tmp_path / "hermes.jsonl", None)
+    roles = [m["role"] for m in row["messages"]]
+    assert roles[:5] == ["system", "user", "assistant", "tool", "tool"] and roles[-1] == "assistant"
+    system = row["messages"][0]["content"]
+    assert "<tools>" not in system and "set_smart_light_color" not in system and "function calling AI model" in system
+    calls = row["messages"][2]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["set_smart_light_color", "sync_lights_with_automation_system"]
+    assert calls[0]["function"]["arguments"] == {"room": "living room", "brightness": "dim", "color": "warm"}
+    assert [(m["tool_call_id"], m["name"]) for m in row["messages"][3:5]] == [(c["id"], c["function"]["name"]) for c in calls]
+    assert json.loads(row["messages"][3]["content"])["status"] == "success"
+    assert {t["function"]["name"] for t in row["tools"]} == {c["function"]["name"] for c in calls}

@@ -149,7 +149,7 @@ gpu-check: $(VENV) ## the prepared GPU check (unsloth vs hf, 4-bit end to end); 
 gpu-rehearsal: $(VENV) ## full-size 8B rehearsal on a GPU: unsloth vs hf vs plain TRL, plan vs measured VRAM, the 8B merge
 	@$(PY) bench/gpu_rehearsal.py
 
-import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl|openai-log|xlam|hermes IN=file OUT=file.jsonl to the canonical format
+import: $(VENV) ## convert FORMAT=sharegpt|openai-legacy|bfcl|openai-log|xlam|hermes|hf IN=file OUT=file.jsonl to the canonical format
 	$(PY) -m pipeline.commands.importer $(FORMAT) $(IN) $(OUT)
 
 clean: ## delete runs/$(RUN) (only a run folder: one with a recipe.yaml)

@@ -338,3 +338,29 @@ def test_xlam_and_hermes_rows_import_as_conversations_that_validate(tmp_path, fi
     assert [(m["tool_call_id"], m["name"]) for m in row["messages"][3:5]] == [(c["id"], c["function"]["name"]) for c in calls]
     assert json.loads(row["messages"][3]["content"])["status"] == "success"
     assert {t["function"]["name"] for t in row["tools"]} == {c["function"]["name"] for c in calls}
+
+
+def test_hf_datasets_in_trl_form_import_through_datasets(tmp_path, fixtures_dir):
+    """A dataset in TRL's `messages` + `tools` form, as `datasets` stores it (a save_to_disk folder, parquet): Arrow
+    gives every dict of a column every key any row has, set to null; the import takes them out, so each row comes
+    back as the validator reads the original JSON Lines."""
+    import datasets
+
+    from pipeline.lib.conversations import read_records
+    from pipeline.lib.formats import convert
+
+    src = fixtures_dir / "external" / "openai_tools_azure" / "stock_toolcall_training.jsonl"
+    rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+    ds = datasets.Dataset.from_list(rows)
+    assert any(v is None for v in ds[0]["tools"][0]["function"]["parameters"]["properties"].values()), \
+        "Arrow's shared struct type adds the other tools' parameters as null"
+    ds.save_to_disk(str(tmp_path / "saved"))
+    ds.to_parquet(str(tmp_path / "rows.parquet"))
+    expected = read_records(src, None)
+    for name, source in (("saved", tmp_path / "saved"), ("parquet", tmp_path / "rows.parquet")):
+        out = tmp_path / f"{name}.jsonl"
+        summary = convert("hf", source, out)
+        assert summary["read"] == len(rows) == 86 and summary["written"] == 86 and summary["skipped"] == 0, summary
+        got = read_records(out, None)
+        assert [r["messages"] for r in got] == [r["messages"] for r in expected], name
+        assert [r["tools"] for r in got] == [r["tools"] for r in expected], name

@@ -944,7 +944,79 @@ def import_hermes(records: Iterable[Any]) -> Iterator[Result]:
         yield _hermes_one(rec)
 
 
+# --------------------------------------------------------------------------- hf (datasets in TRL's messages + tools form)
+
+
+def _no_nulls(value: Any) -> Any:
+    """A value read back from Arrow without the keys Arrow's shared struct type added as null: a column of dicts
+    holds every key any row has, so one tool's parameters gain every other tool's, set to None."""
+    if isinstance(value, dict):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nulls(v) for v in value]
+    return value
+
+
+def _hf_one(rec: Any) -> Result:
+    """A row of a Hugging Face dataset in TRL's conversational tool-calling form: `messages` (OpenAI chat turns,
+    call arguments as objects or JSON strings) and `tools` (a list, or its JSON text)."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list) or not rec["messages"]:
+        return None, [_err("empty_conversation", "no `messages` column value", "give each row a `messages` list")]
+    tools_value = rec.get("tools")
+    tools, errors = _tools_from(_no_nulls(tools_value) if not isinstance(tools_value, str) else tools_value, what="tools")
+    messages = []
+    for k, m in enumerate(rec["messages"]):
+        if not isinstance(m, dict):
+            return None, [_err("not_object", f"message {k} is {type(m).__name__}", "each message is an object")]
+        content = m.get("content")
+        out = {**_no_nulls({x: v for x, v in m.items() if x not in ("content", "tool_calls")}), "content": content}
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                fn = (c or {}).get("function") or {}
+                args = fn.get("arguments")
+                args, problem = _parse_arguments(_no_nulls(args) if isinstance(args, dict) else args, str(fn.get("name")))
+                if problem:
+                    return None, [problem]
+                calls.append({**({"id": c["id"]} if c.get("id") else {}), "type": "function",
+                              "function": {"name": fn.get("name"), "arguments": args}})
+            out["tool_calls"] = calls
+        messages.append(out)
+    return _finish(messages, tools, errors)
+
+
+def import_hf(records: Iterable[Any]) -> Iterator[Result]:
+    """Rows of a Hugging Face dataset with `messages` and `tools` columns (read by `load_hf_records`)."""
+    for rec in records:
+        yield _hf_one(rec)
+
+
+HF_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
+
+
+def load_hf_records(path: str | os.PathLike) -> Iterator[tuple[str, Any, list[dict]]]:
+    """`(source, row, read_errors)` for every row of a dataset folder saved by `datasets` (`save_to_disk`, every
+    split), or of parquet / JSON Lines / arrow files (one file, or every such file under a folder), read by
+    `datasets` itself."""
+    import datasets
+
+    p = Path(path)
+    if p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(p))
+        splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("train", loaded)]
+    else:
+        files = [f for f in sorted(p.rglob("*")) if f.suffix in HF_SUFFIXES] if p.is_dir() else [p]
+        kinds = {HF_SUFFIXES.get(f.suffix) for f in files}
+        if not files or None in kinds or len(kinds) > 1:
+            raise ValueError(f"{path}: give a folder saved by `datasets`, or parquet, JSON Lines or arrow files of one kind")
+        splits = [(str(p), datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train"))]
+    for name, ds in splits:
+        for row in ds:
+            yield f"{p}:{name}" if name != str(p) else name, row, []
+
+
 FORMATS: dict[str, Callable[..., Iterator[Result]]] = {
+    "hf": import_hf,
     "xlam": import_xlam,
     "hermes": import_hermes,
     "sharegpt": import_sharegpt,
@@ -970,7 +1042,7 @@ def convert(fmt: str, in_path: str | os.PathLike, out_path: str | os.PathLike,
         raise FileNotFoundError(str(in_path))
     source = str(in_path)
     is_dir = Path(in_path).is_dir()
-    loaded = list(load_records(in_path))
+    loaded = list(load_hf_records(in_path) if fmt == "hf" else load_records(in_path))
     raws = [rec for _, rec, _ in loaded]
     if fmt == "bfcl":
         answers = load_bfcl_answers(answers_path) if answers_path else {}

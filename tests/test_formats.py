@@ -364,3 +364,21 @@ def test_hf_datasets_in_trl_form_import_through_datasets(tmp_path, fixtures_dir)
         got = read_records(out, None)
         assert [r["messages"] for r in got] == [r["messages"] for r in expected], name
         assert [r["tools"] for r in got] == [r["tools"] for r in expected], name
+
+
+def test_make_import_as_the_readme_shows_it(tmp_path, fixtures_dir):
+    """`make import FORMAT=... IN=... OUT=...` through Make: it writes the file and says what it did."""
+    import os
+    import subprocess
+
+    from pipeline.lib.recipe import ROOT
+
+    out = tmp_path / "x.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    run = subprocess.run(["make", "--no-print-directory", "import", "FORMAT=xlam",
+                          f"IN={fixtures_dir / 'external' / 'xlam_apigen' / 'xlam_test.json'}", f"OUT={out}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 480
+    said = " ".join(run.stdout.split())
+    assert "records read │ 500" in said and "arguments_schema │ 20" in said, said[-1500:]

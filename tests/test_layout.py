@@ -185,3 +185,14 @@ def test_one_home_per_job():
     assert children == ["bench/child.py"]
     checkers = [p for p, t in files.items() if re.search(r"^def check_line\(", t, re.M)]
     assert checkers == ["pipeline/lib/conversations.py"]
+
+
+def test_every_stage_and_command_runs_as_a_module():
+    """Make runs each stage and command as `python -m <module>`: a module with a main() and no `__main__` guard
+    does nothing there, and exits 0."""
+    silent = []
+    for path, text in sources().items():
+        if path.startswith(("pipeline/stages/", "pipeline/commands/")) and re.search(r"^def main\(", text, re.M):
+            if not re.search(r'^if __name__ == "__main__":\n\s+\S*main\(', text, re.M):
+                silent.append(path)
+    assert not silent, f"main() never runs under python -m: {silent}"

@@ -243,7 +243,7 @@ def test_your_data_is_your_eval(tmp_path, runs_dir):
     from pipeline.lib.recipe import ROOT
 
     data, tools = tmp_path / "mine.jsonl", tmp_path / "my_tools.json"
-    data.write_text("".join(json.dumps(good(k)) + "\n" for k in range(1, 61)))
+    data.write_text("".join(json.dumps(good(k)) + "\n" for k in range(1, 301)))
     tools.write_text(json.dumps(TOOLS))
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "TOOLTUNE_ARGS")}
     out = subprocess.run(["make", "--no-print-directory", "validate", "RUN=own", f"ARGS=data.train={data} data.tools={tools}"],
@@ -257,11 +257,17 @@ def test_your_data_is_your_eval(tmp_path, runs_dir):
     assert not firsts & {conversations.first_user(r["messages"]) for r in train}  # grouped: no first turn on both sides
     report = json.loads((run / "validate" / "report.json").read_text())
     assert report["eval_source"].startswith(f"split from data.train ({data})"), report["eval_source"]
-    assert report["lines_read"] == 60 and report["rejected"] == 0
+    assert report["lines_read"] == 300 and report["rejected"] == 0
+    # The default recipe's cap (data.max_train: 200) says so in the terminal, the report and report.html.
+    assert report["train"] == 200 and report["unused_valid"] == 300 - 200 - report["eval"] > 0
+    cap = (f"data.max_train=200 (the recipe's cap): training on 200 of the {300 - report['eval']} valid training "
+           f"conversations, {report['unused_valid']} unused.")
+    assert any(w.startswith(cap) for w in report["warnings"]), report["warnings"]
+    assert cap in " ".join(out.stdout.split())
     assert "customer_service" not in (run / "recipe.yaml").read_text().split("data_sha256")[1]
     assert "eval: null" in (run / "recipe.yaml").read_text()
     page = (run / "report.html").read_text()  # Make refreshed the run's report after the stage
-    assert "held-out set" in page and f"split from data.train ({data})" in page
+    assert "held-out set" in page and f"split from data.train ({data})" in page and "the recipe&#x27;s cap" in page
     # an explicit data.eval is kept
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps(good(k)) + "\n" for k in range(61, 71)))

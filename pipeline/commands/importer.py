@@ -46,3 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _print_summary(summary)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

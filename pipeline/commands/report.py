@@ -240,6 +240,8 @@ def build_html(d: dict) -> str:
                                       ["held-out set", esc(str(v.get("eval_source", "data.eval")))],
                                       ["valid, not used (data.max_train, data.eval_max)", str(v.get("unused_valid", 0))],
                                       ["top reject codes", esc(", ".join(f"{c} ({n})" for c, n in codes) or "none")]]))
+        if v.get("warnings"):
+            parts.append("<ul>" + "".join(f"<li>{esc(w)}</li>" for w in v["warnings"]) + "</ul>")
     c = d.get("count")
     if c:
         pe = c.get("per_example") or {}

@@ -207,6 +207,10 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
     if outliers:
         warnings.append(f"{len(outliers)} conversations are over 8x the median length (e.g. {outliers[:3]}).")
 
+    capped = d.max_train is not None and all_train > d.max_train
+    if capped:
+        warnings.append(f"data.max_train={d.max_train} (the recipe's cap): training on {len(train)} of the {all_train} valid "
+                        f"training conversations, {all_train - len(train)} unused. ARGS=\"data.max_train=null\" trains on all.")
     reusing = [r.get("reused_call_ids", 0) for r in train + evals if r.get("reused_call_ids")]
     if reusing:
         warnings.append(f"{len(reusing)} conversation(s) reuse a tool-call id after its earlier call was answered "

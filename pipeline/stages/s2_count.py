@@ -326,6 +326,7 @@ def schedule(recipe: Recipe, report: dict) -> dict:
     n_params = model_params(recipe)
     tps = tokens_per_second(recipe.gpu, n_params, recipe.load_in_4bit)
     return {"conversations_per_step": per_step, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "rows": report["examples"], "unseen_rows": max(0, report["examples"] - total_steps * per_step),
             "epochs": recipe.train.epochs, "gpu": recipe.gpu, "model_params": n_params, "tokens_per_s": round(tps),
             "hours": round(report["tokens_per_epoch"] * recipe.train.epochs / tps / 3600, 3),
             "basis": "4N FLOPs/token at 35% MFU of dense bf16 peak (pipeline/lib/planner.py); unpacked tokens"}
@@ -338,6 +339,11 @@ def write_schedule(recipe: Recipe, out: Path) -> dict:
     console.print(f"count: {sched['conversations_per_step']} conversations/step, {sched['steps_per_epoch']} steps/epoch, "
                   f"{sched['total_steps']} steps; ~{sched['hours'] * 60:.1f} min on {sched['gpu']} at "
                   f"{sched['tokens_per_s']:,} tokens/s ({sched['model_params'] / 1e9:.2f}B params)")
+    if sched["unseen_rows"]:
+        console.print(f"[yellow]warning:[/] train.max_steps={recipe.train.max_steps} trains on "
+                      f"{sched['total_steps'] * sched['conversations_per_step']:,} rows: {sched['unseen_rows']:,} of the "
+                      f"{sched['rows']:,} counted are never trained on. Raise train.max_steps (to {sched['steps_per_epoch']} "
+                      "for one pass), or set train.max_steps=-1 and train.epochs.")
     return sched
 
 

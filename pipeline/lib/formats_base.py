@@ -123,3 +123,20 @@ def _finish(messages: list[dict], tools: list[dict], errors: list[dict]) -> Resu
     record = {"messages": messages, "tools": tools}
     problems = validate_canonical(record)
     return (None, problems) if problems else (record, [])
+
+
+def _call_items(items: list, calls: "_Calls", errors: list[dict], where: str) -> list[dict]:
+    """Calls from `{name, arguments}` objects (arguments an object or its JSON text), ids from `calls`; each
+    malformed item goes to `errors`."""
+    out = []
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            errors.append(_err("tool_call_malformed", f"{where} {k} is not a {{name, arguments}} object",
+                               'write {"name": ..., "arguments": {...}}'))
+            continue
+        args, problem = _parse_arguments(item.get("arguments"), item["name"])
+        if problem:
+            errors.append(problem)
+            continue
+        out.append(calls.new(item["name"], args))
+    return out

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline.lib.formats_base import Result, _as_tool, _Calls, _content_str, _err, _finish, _parse_arguments, _tools_from
+from pipeline.lib.formats_base import Result, _as_tool, _call_items, _Calls, _content_str, _err, _finish, _parse_arguments, _tools_from
 
 # --------------------------------------------------------------------------- xlam (APIGen)
 
@@ -104,17 +104,7 @@ def _xlam_one(rec: Any) -> Result:
             errors.append(_err("tools_invalid", f"tools: {problem}", "give every tool a name and its parameters"))
         elif tool["function"]["name"] not in {t["function"]["name"] for t in tools}:
             tools.append(tool)
-    calls = _Calls()
-    tool_calls = []
-    for k, a in enumerate(loaded["answers"]):
-        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
-            errors.append(_err("tool_call_malformed", f"answer {k} has no name", 'write {"name": ..., "arguments": {...}}'))
-            continue
-        args, problem = _parse_arguments(a.get("arguments"), a["name"])
-        if problem:
-            errors.append(problem)
-            continue
-        tool_calls.append(calls.new(a["name"], args))
+    tool_calls = _call_items(loaded["answers"], _Calls(), errors, "answer")
     reply = ({"role": "assistant", "content": None, "tool_calls": tool_calls} if tool_calls else
              {"role": "assistant", "content": str(rec.get("reply") or "None of the available tools can do that.")})
     return _finish([{"role": "user", "content": rec["query"]}, reply], tools, errors)
@@ -172,18 +162,7 @@ def _hermes_one(rec: Any) -> Result:
         elif who in ("gpt", "assistant"):
             blocks = _HERMES_BLOCK["tool_call"].findall(value)
             text = _HERMES_BLOCK["tool_call"].sub("", value).strip()
-            tool_calls = []
-            for k, b in enumerate(blocks):
-                c = _hermes_json(b)
-                if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-                    errors.append(_err("tool_call_malformed", f"turn {i}: <tool_call> {k} is not a {{name, arguments}} object",
-                                       'write {"name": ..., "arguments": {...}} inside <tool_call>'))
-                    continue
-                args, problem = _parse_arguments(c.get("arguments"), c["name"])
-                if problem:
-                    errors.append(problem)
-                    continue
-                tool_calls.append(calls.new(c["name"], args))
+            tool_calls = _call_items([_hermes_json(b) for b in blocks], calls, errors, f"turn {i}: <tool_call>")
             msg = {"role": "assistant", "content": text or None}
             if tool_calls:
                 msg["tool_calls"] = tool_calls

@@ -146,7 +146,8 @@ def test_a_turn_that_fits_in_no_window_stops_with_the_length_the_data_needs(runs
     assert not (runs_dir / "short" / "count" / "stage.json").exists()
     from pipeline.lib.planner import plan
 
-    assert plan(load("smollm2-135m-tools", ["max_seq_length=1024"]), runs_dir / "short")["data_needs_max_seq_length"] == need
+    assert plan(load("smollm2-135m-tools", ["max_seq_length=1024"]), runs_dir / "short")["data_needs_max_seq_length"] == \
+        {"needs": need, "suggested": 2048}
     assert plan(load("smollm2-135m-tools", ["max_seq_length=2048"]), runs_dir / "short")["data_needs_max_seq_length"] is None
 
 

@@ -446,13 +446,14 @@ def plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
 
 
 def data_needs(recipe: Recipe, run_dir: Path | None) -> int | None:
-    """The max_seq_length the counted data needs, where the count stage found a turn that fits in no window of
-    the recipe's (None: it fits, or it was not counted)."""
+    """The max_seq_length the counted data needs and the one the count stage suggests, where it found a turn that
+    fits in no window of the recipe's (None: it fits, or it was not counted)."""
     try:
-        need = json.loads((run_dir / "count" / "report.json").read_text())["too_long"].get("needs_max_seq_length")
+        too_long = json.loads((run_dir / "count" / "report.json").read_text())["too_long"]
+        need, suggest = too_long.get("needs_max_seq_length"), too_long.get("suggested_max_seq_length")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return need if isinstance(need, int) and need > recipe.max_seq_length else None
+    return {"needs": need, "suggested": suggest} if isinstance(need, int) and need > recipe.max_seq_length else None
 
 
 def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
@@ -491,8 +492,8 @@ def show_plan(recipe: Recipe, run_dir: Path | None = None) -> dict:
     console.print(f"[dim]tokens: {p['time']['basis']}; speed: {p['time']['model']}; * = recipe's gpu[/]")
     if p["data_needs_max_seq_length"]:
         need = p["data_needs_max_seq_length"]
-        console.print(f"[red]the counted data needs max_seq_length >= {need}[/] (a turn fits in no window of "
-                      f"{recipe.max_seq_length}): `make plan ARGS=\"max_seq_length={1 << (need - 1).bit_length()}\"` "
+        console.print(f"[red]the counted data needs max_seq_length >= {need['needs']}[/] (a turn fits in no window of "
+                      f"{recipe.max_seq_length}): `make plan ARGS=\"max_seq_length={need['suggested']}\"` "
                       "shows what that costs")
     m = Table(title="several GPUs (make train NPROC=n): memory per GPU")
     for col in ("GPUs", "DDP GiB each", "FSDP GiB each", "sharding=auto", "hours"):

@@ -282,7 +282,8 @@ def too_long_rows(recipe: Recipe, chat: Chat, records: list[dict], over: list[di
                 info["history_tokens_left_out"] += length(msgs[:first + 1]) - length(msgs[:head] + msgs[start:first + 1])
     if misfits:
         info["no_fit"] = misfits
-        info["needs_max_seq_length"] = max(m["needs"] for m in misfits)
+        info["needs_max_seq_length"] = need = max(m["needs"] for m in misfits)
+        info["suggested_max_seq_length"] = 1 << (need - 1).bit_length()  # the next power of two
         return info, misfits
     for r, _, _, ids, mask in encode_many(chat, pieces_):
         if len(ids) > max_len:  # the window rule measured this very rendering: never
@@ -296,7 +297,7 @@ def no_fit_message(recipe: Recipe, too_long: dict, report: str) -> str:
     """The stop before training when a turn fits in no window: the max_seq_length the data needs, and its cost."""
     need = too_long["needs_max_seq_length"]
     first = too_long["no_fit"][0]
-    suggest = 1 << (need - 1).bit_length()  # the next power of two
+    suggest = too_long["suggested_max_seq_length"]
     cost = ""
     try:
         from dataclasses import replace

@@ -202,14 +202,12 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     run = runs_dir / "X"
     shutil.copytree(chain, run)
     args = tiny_args(tiny_model_dir)
-    real_greedy = export.greedy
+    real_check = export.forced_greedy  # the reloaded merged model's check against the adapter's replies
     merged = run / "export"
 
     def failing(kind):
-        def fake(model, tok, prompts, *a, label=None, **kw):
-            out = real_greedy(model, tok, prompts, *a, label=label, **kw)
-            if label != "merged":
-                return out
+        def fake(model, ids, references):
+            out = real_check(model, ids, references)
             # inside atomic_dir: merged weights saved and reloaded, the merge check running
             if kind == "ctrl-c":
                 raise KeyboardInterrupt
@@ -221,7 +219,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     shutil.rmtree(merged)  # the merged model and the adapter beside it
     (run / ".export.tmp").mkdir()
     (run / ".export.tmp" / "model.safetensors").write_bytes(b"half a file")
-    monkeypatch.setattr(export, "greedy", failing("ctrl-c"))
+    monkeypatch.setattr(export, "forced_greedy", failing("ctrl-c"))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         stage(export, "X", args)
@@ -238,7 +236,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     side["fingerprint"] = "0" * 64
     (merged / "stage.json").write_text(json.dumps(side))
     (merged / "model.safetensors").write_bytes(b"not a model")
-    monkeypatch.setattr(export, "greedy", failing("mismatch"))
+    monkeypatch.setattr(export, "forced_greedy", failing("mismatch"))
     with pytest.raises(SystemExit) as exc:
         stage(export, "X", args)
     assert exc.value.code == 2
@@ -248,7 +246,7 @@ def test_export_interrupted_leaves_nothing_trusted(chain, tiny_model_dir, runs_d
     assert not (run / ".export.tmp").exists()
 
     # (c) the next run rebuilds merged/ completely
-    monkeypatch.setattr(export, "greedy", real_greedy)
+    monkeypatch.setattr(export, "forced_greedy", real_check)
     stage(export, "X", args)
     assert "nothing to do" not in capsys.readouterr().out
     for f in ("stage.json", "model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja",

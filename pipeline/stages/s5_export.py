@@ -3,8 +3,9 @@
     python -m pipeline.stages.s5_export --recipe smollm2-135m-tools
 
 Merges by applying the adapter to a 16-bit base (never into 4-bit weights), then proves the merge:
-the reloaded merged model must generate, greedily, what the adapter model generates on
-`export.check_prompts` eval prompts, or the export fails. Writes runs/<RUN>/:
+the reloaded merged model must choose, greedily, what the adapter model generates on
+`export.check_prompts` eval prompts (its replies teacher-forced, which parts where a second generation
+would), or the export fails. Writes runs/<RUN>/:
   export/    model.safetensors, config, tokenizer, chat_template.jinja (byte-identical to the one
              training rendered with), generation_config.json (eos = end of turn), README.md model card
   export/adapter/   the LoRA adapter alone (vLLM --enable-lora, LoRAX)
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from pipeline.lib.backends import cuda_available, resolve_backend
 from pipeline.lib.common import StageError, atomic_dir, console, fingerprint, rel, sha256_file, stage_main, up_to_date, write_sidecar
-from pipeline.lib.generation import decoding_note, greedy
+from pipeline.lib.generation import decoding_note, forced_greedy, greedy, prompt_ids
 from pipeline.lib.models import base_16bit, check_16bit, load_for_inference, load_tokenizer, resolve
 from pipeline.lib.parse import vllm_parser
 from pipeline.lib.recipe import Recipe
@@ -106,7 +107,7 @@ def set_stop_tokens(model, eot_id: int, pad_id: int | None) -> None:
 def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts: list[str], eot_id: int,
                   export_dtype, max_new_tokens: int, batch_size: int, trust_remote_code: bool = False):
     """Apply the adapter to the 16-bit base, generate the greedy reference, merge, save the merged
-    model to `save_to`, reload it and generate again. Returns (check, reference, produced): check is
+    model to `save_to`, reload it and check its greedy choices on the reference (teacher-forced). Returns (check, reference, produced): check is
     `compare`'s verdict plus the logit error the merge made and the adapter's own effect (one prompt
     and its reference continuation, teacher-forced), the compute dtype, and `problem`, a sentence
     when the merge is not faithful (else None)."""
@@ -133,7 +134,9 @@ def merge_checked(base_path: str, adapter_dir: Path, save_to: Path, tok, prompts
     merged.save_pretrained(save_to, safe_serialization=True, max_shard_size="5GB")
     del merged, model, base
     reloaded = load_for_inference(str(save_to), work_dtype, device_map, trust_remote_code)
-    produced = greedy(reloaded, tok, prompts, eot_id, max_new_tokens, batch_size, label="merged")
+    # The reloaded model is checked on the adapter's replies teacher-forced, one pass per prompt: the same verdict
+    # as generating again (the first token where greedy choices part), at the cost of a prefill.
+    produced = forced_greedy(reloaded, prompt_ids(tok, prompts), reference)
     noise = effect = 0.0
     if probe:
         noise = (probe_logits(reloaded, probe, start) - adapter_logits).abs().max().item()

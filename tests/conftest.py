@@ -20,6 +20,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import tempfile  # noqa: E402
 
 os.environ.setdefault("TRACKIO_DIR", tempfile.mkdtemp(prefix="tooltune-trackio-"))
+# Replies reused between evaluations (pipeline.lib.inference) are kept for this test run only: tests that score the
+# same model on the same turns share them, and no reply outlives the run that generated it.
+os.environ.setdefault("TOOLTUNE_REPLIES", tempfile.mkdtemp(prefix="tooltune-replies-"))
 
 # Property tests draw the same examples on every machine by default, so that CI passes or fails on the
 # code, not on the draw; `TOOLTUNE_HYPOTHESIS=fuzz make test` draws new ones (how the validator's

@@ -26,7 +26,7 @@ from pipeline.lib import bfcl
 from pipeline.lib.artifacts import gguf_files
 from pipeline.lib.common import (StageError, console, fingerprint, read_jsonl, rel, stage_main, up_to_date, write_json_atomic, write_jsonl_atomic,
                                  write_sidecar, write_text_atomic)
-from pipeline.lib.inference import free_gpu_memory, generate, load_model, scored_models
+from pipeline.lib.inference import cached_replies, free_gpu_memory, generate, load_model, replies_key, scored_models, store_replies
 from pipeline.lib.models import load_tokenizer
 from pipeline.lib.parse import Parsed
 from pipeline.lib.recipe import Recipe
@@ -131,6 +131,43 @@ def reused_outputs(preds: list[dict], label: str, items: list[dict]) -> list[str
     return [p["produced"] for p in found]
 
 
+def hf_replies(recipe: Recipe, tok, chat: Chat, label: str, path: str, name: str, prompts: list[str], budget: int,
+               fitems: list[dict]) -> tuple[list[str], list[str], dict, dict]:
+    """One model's replies to the eval turns and to the BFCL sample, by transformers: reused where the replies cache
+    holds them under the same key (inference.replies_key), else generated and stored. The model is loaded only if
+    something is to be generated. Returns the replies, the sample's replies, what was loaded, the timing."""
+    fprompts = [chat.prompt(it["messages"], it["tools"]) for it in fitems]
+    jobs = [("eval", prompts, budget)] + ([("BFCL sample", fprompts, recipe.eval.bfcl_max_new_tokens)] if fitems else [])
+    keys = [replies_key(path, tok, chat, ps, recipe, n) for _, ps, n in jobs]
+    got = [cached_replies(k, len(ps)) for (k, _), (_, ps, _) in zip(keys, jobs)]
+    # the eval loads in 16 bits, never quantized (inference.load_kwargs); a loaded model below says so itself
+    info: dict = {"model": name, "dtype": keys[0][1]["path"]["dtype"].replace("torch.", ""), "quantized": False}
+    timing: dict = {}
+    model = None
+    for (what, ps, n), (key, parts), have in zip(jobs, keys, got):
+        if have is not None:
+            info.setdefault("replies_reused", {})[what] = key[:16]
+            console.print(f"evaluate: {label} replies to the {len(ps)} {what} prompts reused (replies cache {key[:12]}: same "
+                          "weights, prompts, template, decoding, generation code, libraries and decode path)")
+            continue
+        if model is None:
+            model = load_model(path, recipe, name)
+            info.update(dtype=str(model.dtype).replace("torch.", ""), quantized=getattr(model, "hf_quantizer", None) is not None)
+        t0 = time.time()
+        got[jobs.index((what, ps, n))] = replies = generate(model, tok, chat, ps, recipe, f"{label} {what}" if what != "eval" else label, n)
+        took = time.time() - t0
+        store_replies(key, parts, replies, took)
+        if what == "eval":
+            timing = {"seconds": round(took, 1), "turns_per_s": round(len(ps) / took, 3)}
+    if model is not None:
+        del model
+        free_gpu_memory()
+    if "eval" in info.get("replies_reused", {}):
+        timing = {"seconds": 0.0, "reused": True}
+    return got[0], (got[1] if fitems else []), info, timing
+
+
+
 def run(recipe: Recipe, run_dir: Path) -> Path:
     started = time.time()
     out = run_dir / "evaluate"
@@ -196,20 +233,13 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
             loaded[label] = {"model": str(name), "served_by": "vLLM"}
         else:
             by = "hf"
-            model = load_model(path, recipe, str(name))
-            loaded[label] = {"model": str(name), "dtype": str(model.dtype).replace("torch.", ""),
-                             "quantized": getattr(model, "hf_quantizer", None) is not None}
-            t0 = time.time()
-            outputs, parsed = generate(model, tok, chat, prompts, recipe, label, budget), None
-            timing[label] = {"seconds": round(time.time() - t0, 1), "turns_per_s": round(len(items) / (time.time() - t0), 3)}
+            outputs, fpreds_replies, loaded[label], timing[label] = hf_replies(
+                recipe, tok, chat, label, path, str(name), prompts, budget, fitems)
+            parsed = None
             if fitems:
-                replies = generate(model, tok, chat, [chat.prompt(it["messages"], it["tools"]) for it in fitems], recipe,
-                                   f"{label} BFCL sample", recipe.eval.bfcl_max_new_tokens)
-                forgetting[label], fpreds = bfcl.score(fitems, replies, chat.fmt)
+                forgetting[label], fpreds = bfcl.score(fitems, fpreds_replies, chat.fmt)
                 forgetting[label]["failures"] = [x for x in fpreds if not x["ok"]][:3]
                 sample_preds += [dict(model=label, **x) for x in fpreds]
-            del model
-            free_gpu_memory()
         rows[label], failures[label], p = score(items, outputs, chat.fmt, parsed)
         preds += [dict(model=label, engine=by, **x) for x in p]
 
@@ -266,6 +296,13 @@ def markdown(recipe: Recipe, r: dict) -> str:
                 else " by transformers, calls parsed by tooltune's parser (vLLM's rules).")
              + (f" GGUF files scored by llama.cpp: {', '.join(r['gguf'])} (below)." if r.get("gguf") else ""), "",
              *markdown_table(EVAL_HEADER, eval_rows(r))]
+    again = {label: m["replies_reused"] for label, m in r.get("models", {}).items() if m.get("replies_reused")}
+    if again:
+        lines += ["", "Replies reused, not generated again (the replies cache: same weights, prompts, template, decoding, "
+                  "generation code, libraries and decode path): " + "; ".join(
+                      f"{label} ({', '.join(what)})" for label, what in again.items()) + "."]
+    lines += ["", "Each figure's 95% interval (Wilson) is in brackets: two figures whose intervals overlap may differ by "
+              "chance alone."]
     t = r["tuned"]
     lines += ["", f"Turns with a reference call: {t['call_turns']} ({t['parallel_turns']} parallel); with a text "
               f"reply to the user (refusal or a question for a missing argument): {t['text_turns']}; with a text "

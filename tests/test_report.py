@@ -106,9 +106,13 @@ def test_model_card_has_the_hub_header_and_the_eval_numbers(run):
     assert "base_model" not in meta  # a local folder is not a hub id; a hub model's id is written (next test)
     ev = json.loads((run / "evaluate" / "report.json").read_text())
     for key, name in scoring.METRIC_NAMES.items():
-        row = next(x for x in text.splitlines() if x.startswith(f"| {name} |"))
+        row = next(x for x in text.splitlines() if x.startswith((f"| {name} |", f"| {name} (n=")))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1] == report.pct(ev["base"][key]) and cells[2] == report.pct(ev["tuned"][key]), row
+        assert cells[1] == scoring.pct_ci(ev["base"], key) and cells[2] == scoring.pct_ci(ev["tuned"], key), row
+        n = ev["tuned"][scoring.DENOMINATOR[key]]
+        if ev["tuned"][key] is not None and n:  # each figure with its 95% interval, and the turns it is a share of
+            lo, hi = scoring.wilson(ev["tuned"][key], n)
+            assert f"(n={n})" in cells[0] and f"[{lo * 100:.0f}-{hi * 100:.0f}]" in cells[2] and lo <= ev["tuned"][key] <= hi
     assert "Not evaluated yet" not in text and "## Limitations seen in the evaluation" in text
     assert "--tool-call-parser hermes" in text
     info = json.loads((run / "export" / "tooltune.json").read_text())

@@ -192,8 +192,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_turns: int | None = 120
-    """Score at most this many assistant turns of the eval split (None: all)."""
+    max_turns: int | None = 240
+    """Score this many assistant turns of the eval split, from whole conversations spread over it (None: all). 240
+    turns put a 95% interval of about +-8 points around a share measured on their ~130 call turns; 80 turns, +-15."""
     batch_size: int = 8
     """Prompts generated together."""
     max_new_tokens: int = 0

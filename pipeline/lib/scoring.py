@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 from pipeline.lib import windows
@@ -18,23 +19,40 @@ METRICS = ("tool_selection", "arguments", "schema_valid", "refusal", "answers_re
 
 
 def eval_items(records: list[dict], fmt: str, max_turns: int | None) -> list[dict]:
-    """One item per assistant turn (as the template sees it): the prompt messages and the reference."""
+    """One item per assistant turn (as the template sees it): the prompt messages and the reference.
+
+    With `max_turns`, whole conversations spread over the file (a golden-ratio sequence, so any prefix of it is
+    spread too) until that many turns: every turn of a conversation repeats the turns before it in its prompt, so
+    whole conversations cost the eval's generation little more than their longest turn (generation.TriePrefill).
+    The last conversation taken keeps its first turns only."""
+    groups = [conversation_items(r, fmt) for r in records]
+    if max_turns is None or sum(map(len, groups)) <= max_turns:
+        return [it for g in groups for it in g]
+    take: dict[int, int] = {}
+    left = max_turns
+    for c in sorted(range(len(groups)), key=lambda i: (i * 0.6180339887498949) % 1.0):
+        if left <= 0:
+            break
+        if groups[c]:
+            take[c] = min(left, len(groups[c]))
+            left -= take[c]
+    return [it for c in sorted(take) for it in groups[c][:take[c]]]
+
+
+def conversation_items(r: dict, fmt: str) -> list[dict]:
+    """The scored items of one conversation, in turn order."""
     items = []
-    for r in records:
-        msgs = adapt(r["messages"], fmt)
-        for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"] if isinstance(
-                c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"]),
-                      **({"acceptable": c["acceptable"]} if c.get("acceptable") else {})}
-                for c in m.get("tool_calls") or []]
-            items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
-                          "after": "tool" if i and msgs[i - 1]["role"] == "tool" else "user",
-                          "reference": {"calls": calls, "text": m.get("content") or "", "message": m}})
-    if max_turns is not None and len(items) > max_turns:
-        step = len(items) / max_turns  # spread over the whole file, not its first conversations
-        items = [items[int(k * step)] for k in range(max_turns)]
+    msgs = adapt(r["messages"], fmt)
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"] if isinstance(
+            c["function"]["arguments"], dict) else json.loads(c["function"]["arguments"]),
+                  **({"acceptable": c["acceptable"]} if c.get("acceptable") else {})}
+            for c in m.get("tool_calls") or []]
+        items.append({"id": r["id"], "turn": i, "kind": r.get("kind"), "messages": msgs[:i], "tools": r["tools"],
+                      "after": "tool" if i and msgs[i - 1]["role"] == "tool" else "user",
+                      "reference": {"calls": calls, "text": m.get("content") or "", "message": m}})
     return items
 
 
@@ -155,7 +173,7 @@ def score(items: list[dict], outputs: list[str], fmt: str, parsed: list[Parsed] 
         "answers_result": answered / n_res if n_res else None,
         "parallel": par / n_par if n_par else None,
         "parse_failures": fails / len(items) if items else None,
-        "turns": len(items), "call_turns": n_call, "text_turns": n_text, "result_turns": n_res,
+        "turns": len(items), "pred_calls": pred_calls, "call_turns": n_call, "text_turns": n_text, "result_turns": n_res,
         "parallel_turns": n_par,
     }
     return m, failures, preds
@@ -220,6 +238,30 @@ def pct(v) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
+# the turns (or calls) each metric is a share of
+DENOMINATOR = {"tool_selection": "call_turns", "arguments": "call_turns", "schema_valid": "pred_calls",
+               "refusal": "text_turns", "answers_result": "result_turns", "parallel": "parallel_turns",
+               "parse_failures": "turns"}
+
+
+def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a share measured on n items (right where the normal approximation is
+    not: near 0%, near 100%, small n)."""
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pct_ci(metrics: dict | None, key: str) -> str:
+    """A metric with its 95% interval, e.g. `44.1% [35-53]`; the bare figure where its sample size is unknown."""
+    v = (metrics or {}).get(key)
+    n = (metrics or {}).get(DENOMINATOR[key])
+    if v is None or not n:
+        return pct(v)
+    lo, hi = wilson(v, n)
+    return f"{v:.1%} [{lo * 100:.0f}-{hi * 100:.0f}]"
+
+
 def eval_rows(ev: dict) -> list[list[str]]:
     """The eval table as plain cells, one row per metric: the terminal, evaluate/report.md, the run page and the
     model card all render these rows."""
@@ -227,7 +269,8 @@ def eval_rows(ev: dict) -> list[list[str]]:
     for k, name in METRIC_NAMES.items():
         target = (ev.get("targets") or TARGETS).get(k)
         verdict = "" if target is None else ("PASS" if ev["pass"].get(k) else "FAIL")
-        rows.append([name, pct((ev.get("base") or {}).get(k)), pct((ev.get("tuned") or {}).get(k)),
+        n = (ev.get("tuned") or {}).get(DENOMINATOR[k])
+        rows.append([f"{name} (n={n})" if n else name, pct_ci(ev.get("base"), k), pct_ci(ev.get("tuned"), k),
                      "" if target is None else f">= {target:.0%}", verdict])
     return rows
 

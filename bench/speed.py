@@ -400,15 +400,58 @@ def train_worker(spec: dict) -> dict:
 
     trainer = Recorded(model=model, args=args, train_dataset=dataset, data_collator=collator,
                        processing_class=tok, callbacks=[Clock()])
+    inner_collator = trainer.data_collator
     trainer.data_collator = counting(trainer.data_collator)
     trainer.train()
     step_s = [b - a for a, b in zip(ends, ends[1:])]
+    flops = counted_step_flops(trainer, inner_collator, dataset, spec["batch"], losses)
     timed = slice(spec["warmup"], steps)
     return {"mode": mode, "bf16": spec["bf16"], "step_seconds": step_s, "timed_step_seconds": step_s[timed],
             "losses": losses, "batches": per_batch, "timed_batches": per_batch[timed],
             "peak_rss_mb": round(vm_hwm_mb(), 1), "peak_rss_after_load_mb": round(peak_loaded, 1),
             "rss_after_load_mb": round(rss_loaded, 1), "torch_threads": torch.get_num_threads(),
-            "attn_implementation": getattr(model.config, "_attn_implementation", None)}
+            "attn_implementation": getattr(model.config, "_attn_implementation", None), "step_flops": flops}
+
+
+def counted_step_flops(trainer, collator, dataset, batch: int, losses: list) -> dict:
+    """The floating-point operations of one training step (forward and backward, as this configuration computes
+    them: packing, the trained positions' LM head, adapted blocks only), counted by torch's FlopCounterMode on the
+    first batch, and the tokens that step computed: FLOPs per computed token, to set against the matmul peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = trainer._prepare_inputs(collator([dataset[i] for i in range(min(batch, len(dataset)))]))
+    trainer.model.train()
+    with FlopCounterMode(display=False) as counter:
+        loss = trainer.compute_loss(trainer.model, inputs)
+        loss.backward()
+    losses.pop()  # the counted step is not one of the timed ones
+    trainer.model.zero_grad(set_to_none=True)
+    computed = int(inputs["input_ids"].numel())
+    total = counter.get_total_flops()
+    del loss
+    return {"flops": int(total), "computed_tokens": computed, "flops_per_computed_token": total / max(1, computed)}
+
+
+def matmul_peak(shapes: list[tuple[int, int, int]], dtype: str = "float32", seconds: float = 2.0) -> dict:
+    """This machine's matrix-product rate in `dtype`, measured now: GFLOP/s of torch.mm at each shape (the model's
+    own linear layers among them), best of repeated runs; the peak is the best shape's. MFU is set against it, in
+    the same run, so a faster or slower machine moves both."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    out = {}
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+        torch.mm(a, b)
+        best, spent = 0.0, 0.0
+        while spent < seconds:
+            t = time.perf_counter()
+            torch.mm(a, b)
+            dt_s = time.perf_counter() - t
+            spent += dt_s
+            best = max(best, 2 * m * k * n / dt_s / 1e9)
+        out[f"{m}x{k}x{n}"] = round(best, 1)
+    return {"dtype": dtype, "gflops_by_shape": out, "peak_gflops": max(out.values()), "threads": torch.get_num_threads()}
 
 
 def run_worker(spec: dict, tmp: Path) -> dict:
@@ -493,6 +536,10 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
                      "tooltune_default_recipe: the default recipe's own configuration (packed, bf16 autocast where "
                      "the CPU has AMX, LoRA on the top lora.top_layers blocks only); its LoRA placement differs from "
                      "the baseline's, so its loss curve is not expected to match"]}
+    shapes = [(2048, 2048, 2048), (4096, 576, 1536), (4096, 1536, 576), (4096, 576, 49152)]  # SmolLM2's layers
+    out["matmul_peak"] = {"fp32": matmul_peak(shapes, "float32", cfg["peak_seconds"])}
+    if cpu_has_bf16():
+        out["matmul_peak"]["bf16"] = matmul_peak(shapes, "bfloat16", cfg["peak_seconds"])
     for label, recs_ in datasets.items():
         if not cfg["train_distinct_configs"] and label == "distinct":
             continue
@@ -518,6 +565,15 @@ def bench_train(cfg: dict, tmp: Path) -> dict:
         base = results["baseline"]
         for name, res in results.items():
             section[name] = summarize_train(res, None if name == "baseline" else base)
+            f = res.get("step_flops")
+            if f:  # achieved FLOP/s: the counted FLOPs per computed token x computed tokens per second
+                rate = [f["flops_per_computed_token"] * b["computed_tokens"] / t / 1e9
+                        for b, t in zip(res["timed_batches"], res["timed_step_seconds"])]
+                peak = out["matmul_peak"]["bf16" if res["bf16"] else "fp32"]["peak_gflops"]
+                section[name]["flops_per_computed_token"] = round(f["flops_per_computed_token"] / 1e6, 1)  # MFLOP
+                section[name]["achieved_gflops"] = spread(rate, 1)
+                section[name]["matmul_peak_gflops"] = peak
+                section[name]["mfu_vs_matmul_peak"] = spread([r / peak for r in rate], 3)
         fp32 = [n for n in results if n != "baseline" and not results[n]["bf16"] and n in ALL_TRAIN]
         if fp32:
             section["max_abs_loss_diff_fp32_configs"] = max(section[n]["max_abs_loss_diff_vs_baseline"] for n in fp32)
@@ -540,10 +596,11 @@ def bench_eval(cfg: dict) -> dict:
     eot = tok.convert_tokens_to_ids(chat.eot)
     model = load_model(resolve(recipe.model, "model"), recipe, recipe.model)
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    # tooltune: prefix computed once + preallocated cache; baseline: plain batched generate (each
-    # prompt whole, transformers' DynamicCache); the middle one separates the two effects.
-    modes = {"tooltune": dict(share_prefix=True, static=True), "shared_prefix_dynamic_cache":
-             dict(share_prefix=True, static=False), "baseline": dict(share_prefix=False, static=False)}
+    # tooltune: prompts prefilled through their trie, its own decode loop; generate_shared_prefix: transformers'
+    # generate on batches with their common prefix computed once and a preallocated cache (tooltune's way before);
+    # baseline: plain batched generate (each prompt whole, transformers' DynamicCache).
+    modes = {"tooltune": {}, "generate_shared_prefix": dict(trie=False),
+             "baseline": dict(trie=False, share_prefix=False, static=False)}
     rates: dict = {m: [] for m in modes}
     outs = {}
     for rep in range(cfg["eval_repeats"]):
@@ -555,10 +612,10 @@ def bench_eval(cfg: dict) -> dict:
     return {"prompts": len(prompts), "max_new_tokens": cfg["eval_new_tokens"], "batch_size": recipe.eval.batch_size,
             "prompt_tokens": spread([len(x) for x in ids], 0), "shared_prefix_tokens": common_prefix_len(ids),
             "generated_tokens": sum(len(x) for x in outs["tooltune"]),
-            "share_prefix_turns_per_s": spread(rates["tooltune"], 3), "plain_turns_per_s": spread(rates["baseline"], 3),
-            "shared_prefix_dynamic_cache_turns_per_s": spread(rates["shared_prefix_dynamic_cache"], 3),
-            "share_prefix_vs_plain": spread(ratios(rates["tooltune"], rates["baseline"]), 3),
-            "static_vs_dynamic_cache": spread(ratios(rates["tooltune"], rates["shared_prefix_dynamic_cache"]), 3),
+            "tooltune_turns_per_s": spread(rates["tooltune"], 3), "plain_turns_per_s": spread(rates["baseline"], 3),
+            "generate_shared_prefix_turns_per_s": spread(rates["generate_shared_prefix"], 3),
+            "tooltune_vs_plain": spread(ratios(rates["tooltune"], rates["baseline"]), 3),
+            "tooltune_vs_generate_shared_prefix": spread(ratios(rates["tooltune"], rates["generate_shared_prefix"]), 3),
             "identical_outputs": f"{same}/{len(prompts)}",
             "note": "as the evaluate stage runs it: the base model in fp32 (no autocast), greedy, batched"}
 
@@ -677,15 +734,17 @@ def show(res: dict) -> None:
                           + ("" if diff is None else f" | {diff:.2e}"),
                           "baseline" if name == "baseline" else f"RSS {r['peak_rss_vs_baseline']:.2f}x",
                           "1.00x" if name == "baseline" else fmt_ratio(r["speedup_vs_baseline"]))
+                if "mfu_vs_matmul_peak" in r:
+                    t.add_row("", f"{name}: {r['flops_per_computed_token']} MFLOP per computed token, achieved GFLOP/s",
+                              fmt_spread(r["achieved_gflops"], digits=1), f"matmul peak {r['matmul_peak_gflops']}",
+                              "MFU " + fmt_spread(r["mfu_vs_matmul_peak"], digits=3))
     if "eval" in s:
         e = s["eval"]
-        t.add_row("eval", f"greedy share_prefix, {e['prompts']} prompts x {e['max_new_tokens']} new (turns/s)",
-                  fmt_spread(e["share_prefix_turns_per_s"], digits=3), "plain " + fmt_spread(e["plain_turns_per_s"], digits=3),
-                  fmt_ratio(e["share_prefix_vs_plain"]))
-        if "static_vs_dynamic_cache" in e:
-            t.add_row("", "of which the preallocated KV cache (vs DynamicCache, both prefix-shared)",
-                      "", fmt_spread(e["shared_prefix_dynamic_cache_turns_per_s"], digits=3),
-                      fmt_ratio(e["static_vs_dynamic_cache"]))
+        t.add_row("eval", f"greedy (trie prefill, own loop), {e['prompts']} prompts x {e['max_new_tokens']} new (turns/s)",
+                  fmt_spread(e["tooltune_turns_per_s"], digits=3), "plain generate " + fmt_spread(e["plain_turns_per_s"], digits=3),
+                  fmt_ratio(e["tooltune_vs_plain"]))
+        t.add_row("", "against generate with the batch's common prefix once and a static cache", "",
+                  fmt_spread(e["generate_shared_prefix_turns_per_s"], digits=3), fmt_ratio(e["tooltune_vs_generate_shared_prefix"]))
         t.add_row("", "identical outputs", e["identical_outputs"], "", "")
     if "serve" in s:
         v = s["serve"]
@@ -714,12 +773,12 @@ def config(quick: bool, repeats: int | None) -> dict:
         c = dict(repeats=2, validate_lines=2000, validate_stage=True, count_examples=2000, count_subset=60,
                  profile_examples=20, train_batch=2, train_warmup=0, train_steps=1,
                  train_configs=["baseline", "tooltune_packed"], train_distinct_configs=[],
-                 eval_prompts=4, eval_new_tokens=8, eval_repeats=2, serve_modes=["eager"])
+                 eval_prompts=4, eval_new_tokens=8, eval_repeats=2, serve_modes=["eager"], peak_seconds=0.3)
     else:
         c = dict(repeats=3, validate_lines=50_000, validate_stage=True, count_examples=50_000, count_subset=8192, count_loop_subset=400,
                  profile_examples=256, train_batch=4, train_warmup=0, train_steps=2,
                  train_configs=ALL_TRAIN + [DEFAULT_RECIPE], train_distinct_configs=["baseline", "tooltune_packed"],
-                 eval_prompts=16, eval_new_tokens=32, eval_repeats=1, serve_modes=["eager", "compiled"])
+                 eval_prompts=16, eval_new_tokens=32, eval_repeats=1, serve_modes=["eager", "compiled"], peak_seconds=3.0)
     if repeats:
         c["repeats"] = repeats
         c["eval_repeats"] = repeats

@@ -135,7 +135,7 @@ plan: $(VENV) ## VRAM and time plan for RECIPE on each GPU class (no GPU, no hub
 	@$(PY) -m pipeline.commands.plan --recipe $(RECIPE) --run $(RUN)
 
 test: lint $(SERVE_VENV) llamacpp chromium ## the linter, then the test suite, real vLLM and llama.cpp servers and Chromium included (GPU tests skip without a GPU)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: $(VENV) ## ruff over the package, scripts and tests (pyproject.toml says which rules and why)
 	$(PY) -m ruff check pipeline scripts tests bench data

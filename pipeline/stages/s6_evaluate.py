@@ -12,6 +12,11 @@ a required argument is missing), answers after a tool result (text, not another 
 reference summarizes the result), parallel calls (exact set), parse failures. The tuned model is the
 merged export, as served. Writes runs/<RUN>/evaluate/report.json, report.md (table, the article's
 targets as pass/fail, failure examples) and predictions.jsonl (every turn, base and tuned).
+
+Replies of a model that did not change (the base, when only training settings changed) are taken from the
+replies cache (.cache/replies/, inference.replies_key) and the report says so; any change to the weights,
+the eval turns, the template, the tools, the decoding, the generation code, the libraries or the decode path
+generates them again.
 """
 
 from __future__ import annotations

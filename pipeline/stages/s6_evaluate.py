@@ -206,7 +206,8 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
                       + (f"; {fitted['no_window']} fit in no window and are scored whole" if fitted["no_window"] else ""))
     prompts = [chat.prompt(it["messages"], it["tools"]) for it in items]  # the same for both models
     budget, budget_info = reply_budget(chat, items, recipe.eval.max_new_tokens)
-    console.print(f"evaluate: {len(items)} assistant turns from {len(records)} held-out conversations, parser {chat.fmt}, "
+    scored = len({it["id"] for it in items})
+    console.print(f"evaluate: {len(items)} assistant turns from {scored} of the {len(records)} held-out conversations, parser {chat.fmt}, "
                   f"replies up to {budget} tokens (longest reference {budget_info['longest_reference']})")
     if budget_info["references_longer_than_budget"]:
         console.print(f"[yellow]evaluate: {budget_info['references_longer_than_budget']} reference replies are longer "
@@ -248,7 +249,7 @@ def run(recipe: Recipe, run_dir: Path) -> Path:
         rows[label], failures[label], p = score(items, outputs, chat.fmt, parsed)
         preds += [dict(model=label, engine=by, **x) for x in p]
 
-    report = {"turns": len(items), "conversations": len(records), "tool_format": chat.fmt, "engine": engine,
+    report = {"turns": len(items), "conversations": scored, "held_out_conversations": len(records), "tool_format": chat.fmt, "engine": engine,
               "windows": {"max_seq_length": recipe.max_seq_length, **fitted},
               "reply_budget": budget_info,
               "models": loaded,

@@ -269,7 +269,8 @@ def eval_rows(ev: dict) -> list[list[str]]:
     for k, name in METRIC_NAMES.items():
         target = (ev.get("targets") or TARGETS).get(k)
         verdict = "" if target is None else ("PASS" if ev["pass"].get(k) else "FAIL")
-        n = (ev.get("tuned") or {}).get(DENOMINATOR[k])
+        # the turns a figure is a share of; schema-valid calls are a share of each model's own calls, not of turns
+        n = None if k == "schema_valid" else (ev.get("tuned") or {}).get(DENOMINATOR[k])
         rows.append([f"{name} (n={n})" if n else name, pct_ci(ev.get("base"), k), pct_ci(ev.get("tuned"), k),
                      "" if target is None else f">= {target:.0%}", verdict])
     return rows
